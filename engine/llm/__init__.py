@@ -1,0 +1,1 @@
+"""The LLM layer: cache -> retry -> rate limit -> provider -> transport."""

@@ -1,0 +1,1 @@
+"""Built-in providers: openai, local, mock."""

@@ -1,0 +1,296 @@
+"""Load a recipe: parse, apply `--set`, validate against the schema, build the frozen spec,
+resolve every reference and check every template. All problems are reported at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Loc, Problem, RecipeError
+from .inputs import InputError, read_rows
+from .registry import OUTPUTS, PROVIDERS, STAGES
+from .schema import suggest, validate
+from .source import Document, load_yaml_file
+from .spec import CacheSpec, InputSpec, ModelSpec, OutputSpec, Policy, StageSpec, Workflow
+from .templates import Scope, TemplateRef, Templates, file_hash
+
+INPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
+
+
+@dataclass
+class BuildContext:
+    """What a stage kind or output format sees while it builds its config from YAML."""
+
+    doc: Document
+    path: tuple
+    templates: Templates
+    models: dict[str, ModelSpec]
+    scope: dict[str, frozenset[str] | None]
+    later: frozenset[str]
+    problems: list[Problem]
+    files: dict[str, str]
+
+    def loc(self, *sub: Any, key: bool = False) -> Loc:
+        return self.doc.loc(self.path + sub, key=key)
+
+    def error(self, message: str, hint: str = "", *sub: Any) -> None:
+        self.problems.append(Problem(self.loc(*sub), message, hint))
+
+    def model(self, name: str, *sub: Any) -> ModelSpec | None:
+        """Resolve a model reference, recording a problem when it is unknown."""
+        if name not in self.models:
+            self.error(f"unknown model {name!r}", suggest(name, self.models), *sub)
+            return None
+        return self.models[name]
+
+    def template(self, raw: dict, file_key: str, text_key: str, scope: Scope | None = None,
+                 required: bool = True) -> TemplateRef | None:
+        """The template given by `file_key` (a path) or `text_key` (inline), checked."""
+        if file_key in raw and text_key in raw:
+            self.error(f"give either {file_key!r} or {text_key!r}, not both", "", text_key)
+            return None
+        if file_key in raw:
+            ref = TemplateRef(self.loc(file_key), name=raw[file_key])
+        elif text_key in raw:
+            ref = TemplateRef(self.loc(text_key), text=raw[text_key])
+        else:
+            if required:
+                self.error(f"missing {file_key!r} (a template file) or {text_key!r} (inline)",
+                           f"add `{file_key}: my_prompt.j2`")
+            return None
+        self.check(ref, scope)
+        return ref
+
+    def check(self, ref: TemplateRef, scope: Scope | None = None) -> None:
+        problems = self.templates.check(ref, self.scope if scope is None else scope, self.later)
+        self.problems.extend(problems)
+        if ref.name and not problems:
+            path = self.templates.path_of(ref.name)
+            if path:
+                self.files[str(path)] = file_hash(path)
+
+    def check_text(self, text: str, *sub: Any, scope: Scope | None = None) -> None:
+        self.problems.extend(self.templates.check_text(
+            text, self.loc(*sub), self.scope if scope is None else scope))
+
+
+def apply_overrides(doc: Document, overrides: list[str]) -> list[Problem]:
+    """`--set a.b=value`: value is read as YAML; list items may be named by their `id`."""
+    problems = []
+    for item in overrides:
+        loc = Loc(f"--set {item}")
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            problems.append(Problem(loc, "expected --set PATH=VALUE", "e.g. --set input.limit=5"))
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+            _set_path(doc, key.split("."), value, loc)
+        except (yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+            problems.append(Problem(loc, f"cannot apply override: {exc}",
+                                    "paths use dots; list items by index or id, "
+                                    "e.g. stages.intents.model=judge"))
+    return problems
+
+
+def _set_path(doc: Document, parts: list[str], value: Any, loc: Loc) -> None:
+    node, path = doc.data, ()
+    for i, part in enumerate(parts):
+        key: Any = part
+        if isinstance(node, list):
+            ids = [x.get("id") if isinstance(x, dict) else None for x in node]
+            key = ids.index(part) if part in ids else int(part)
+        elif not isinstance(node, dict):
+            raise TypeError(f"{'.'.join(parts[:i])} is not a mapping")
+        if i == len(parts) - 1:
+            node[key] = value
+            doc.values[path + (key,)] = doc.keys[path + (key,)] = loc
+            for p in [p for p in doc.values if p[:len(path) + 1] == path + (key,) and
+                      len(p) > len(path) + 1]:
+                doc.values[p] = loc
+            return
+        if isinstance(node, dict) and key not in node:
+            node[key] = {}
+        node, path = node[key], path + (key,)
+
+
+def load_workflow(file: str | Path, overrides: tuple[str, ...] = (), *,
+                  input_path: str | None = None, cache_dir: str | None = None,
+                  offline: bool = False) -> Workflow:
+    """Everything from YAML to a checked, frozen Workflow; raises RecipeError with all problems."""
+    path = Path(file)
+    doc = load_yaml_file(path, str(file))
+    if not isinstance(doc.data, dict):
+        raise RecipeError([Problem(Loc(str(file), 1, 1), "a recipe is a YAML mapping",
+                                   "start from workflows/intents.yaml")])
+    problems = apply_overrides(doc, list(overrides))
+    problems += validate(doc)
+    if problems:
+        raise RecipeError(problems)
+    return _Builder(doc, path, input_path, cache_dir, offline).build()
+
+
+class _Builder:
+    def __init__(self, doc: Document, path: Path, input_path: str | None,
+                 cache_dir: str | None, offline: bool):
+        self.doc, self.file, self.data = doc, path, doc.data
+        self.dir = path.resolve().parent
+        self.problems: list[Problem] = []
+        self.files: dict[str, str] = {str(path.resolve()): file_hash(path)}
+        self.input_path, self.cache_dir, self.offline = input_path, cache_dir, offline
+        self.templates = Templates(self.dir)
+
+    def build(self) -> Workflow:
+        models = self._models()
+        input_spec, input_keys = self._input()
+        scope: dict[str, frozenset[str] | None] = {
+            "input": input_keys, "vars": frozenset(self.data.get("vars", {})),
+            "policies": None}
+        policies = self._policies()
+        stages = self._stages(models, scope)
+        outputs = self._outputs(models, scope)
+        if self.problems:
+            raise RecipeError(self.problems)
+        return Workflow(
+            name=self.data["name"], file=self.file, loc=self.doc.loc(()),
+            description=self.data.get("description", ""), vars=self.data.get("vars", {}),
+            policies=policies, models=models, input=input_spec, stages=stages,
+            outputs=outputs, cache=self._cache(), files=self.files)
+
+    def _error(self, path: tuple, message: str, hint: str = "") -> None:
+        self.problems.append(Problem(self.doc.loc(path), message, hint))
+
+    def _models(self) -> dict[str, ModelSpec]:
+        models = {}
+        for name, raw in self.data["models"].items():
+            provider = PROVIDERS.get(raw["provider"])
+            known = {"provider", "model", "base_url", "api_key_env", "params", "concurrency",
+                     "requests_per_minute", "tokens_per_minute", "timeout", "retries"}
+            common = {k: v for k, v in raw.items() if k in known}
+            spec = ModelSpec(name=name, loc=self.doc.loc(("models", name)),
+                             **{"model": getattr(provider, "default_model", ""), **common},
+                             options={k: v for k, v in raw.items() if k not in known})
+            if not spec.model:
+                self._error(("models", name), f"model {name!r} needs a `model:` name",
+                            "e.g. model: gpt-4o-mini")
+            check = getattr(provider, "check", None)
+            for message, hint in (check(spec) if check else []):
+                self._error(("models", name), message, hint)
+            models[name] = spec
+        return models
+
+    def _policies(self) -> tuple[Policy, ...]:
+        raw = self.data.get("policies")
+        if raw is None:
+            return ()
+        if isinstance(raw, str):
+            path = self._confined(raw, ("policies",), "policies file")
+            if path is None:
+                return ()
+            doc = load_yaml_file(path, raw)
+            raw = doc.data.get("policies") if isinstance(doc.data, dict) else doc.data
+            self.files[str(path)] = file_hash(path)
+            if not isinstance(raw, list) or not all(isinstance(p, dict) and "id" in p and
+                                                    "text" in p for p in raw):
+                self._error(("policies",), f"{path.name} must hold a list of {{id, title, text}}",
+                            "see workflows/policies.yaml")
+                return ()
+        return tuple(Policy(str(p["id"]), str(p.get("title", p["id"])), str(p["text"]))
+                     for p in raw)
+
+    def _confined(self, rel: str, path: tuple, what: str) -> Path | None:
+        target = (self.dir / rel).resolve()
+        if not target.exists():
+            self._error(path, f"{what} {rel!r} not found (looked in {self.dir})",
+                        "paths in a recipe are relative to the recipe's own folder")
+            return None
+        return target
+
+    def _input(self) -> tuple[InputSpec | None, frozenset[str] | None]:
+        raw = dict(self.data.get("input") or {})
+        if self.input_path:
+            raw["path"] = self.input_path
+            target = Path(self.input_path).resolve()
+            if not target.exists():
+                self.problems.append(Problem(Loc("--input"), f"input {self.input_path!r} "
+                                             "not found", "check the path"))
+                return None, None
+        elif "path" in raw:
+            target = self._confined(raw["path"], ("input", "path"), "input file")
+            if target is None:
+                return None, None
+        else:
+            return None, None
+        fmt = raw.get("format") or INPUT_FORMATS.get(target.suffix.lower())
+        if fmt is None:
+            self._error(("input", "path"), f"cannot tell the format of {target.name}",
+                        "use a .jsonl, .json or .csv file, or set input.format")
+            return None, None
+        spec = InputSpec(path=target, display=raw["path"], loc=self.doc.loc(("input",)),
+                         format=fmt, id_field=raw.get("id_field"), limit=raw.get("limit"))
+        return spec, self._peek_fields(spec)
+
+    def _peek_fields(self, spec: InputSpec) -> frozenset[str] | None:
+        """Field names of the first row, so templates can be checked against them."""
+        try:
+            first = next(iter(read_rows(spec)), None)
+        except (InputError, OSError, UnicodeDecodeError) as exc:
+            first = InputError(str(exc))
+        if isinstance(first, InputError):
+            self._error(("input", "path"), f"cannot read input: {first}",
+                        "each row must be a JSON object (jsonl/json) or a CSV line with a header")
+            return None
+        if first is None:
+            return None
+        if spec.id_field and spec.id_field not in first.row:
+            self._error(("input", "id_field"), f"input rows have no field {spec.id_field!r}",
+                        suggest(spec.id_field, first.row))
+        return frozenset(first.row)
+
+    def _stages(self, models: dict, scope: dict) -> tuple[StageSpec, ...]:
+        stages, ids = [], [s["id"] for s in self.data["stages"]]
+        for index, raw in enumerate(self.data["stages"]):
+            path = ("stages", index)
+            if raw["id"] in scope or raw["id"] in ids[:index]:
+                self._error(path + ("id",), f"stage id {raw['id']!r} is used twice "
+                            "or shadows a built-in name", "give every stage its own id")
+                continue
+            kind = STAGES.get(raw["kind"])
+            ctx = self._context(path, models, scope, frozenset(ids[index + 1:]))
+            config = kind.build(raw, ctx)
+            if "when" in raw:
+                ctx.check_text(raw["when"], "when")
+            stages.append(StageSpec(id=raw["id"], kind=raw["kind"], loc=self.doc.loc(path),
+                                    config=config, when=raw.get("when")))
+            scope[raw["id"]] = kind.shape(config) if config is not None else None
+        return tuple(stages)
+
+    def _outputs(self, models: dict, scope: dict) -> tuple[OutputSpec, ...]:
+        raws = list(self.data.get("outputs", []))
+        if not any(o.get("format") == "trace" for o in raws):
+            raws.insert(0, {"format": "trace"})
+        outputs, paths = [], set()
+        for index, raw in enumerate(raws):
+            fmt = OUTPUTS.get(raw["format"])
+            ctx = self._context(("outputs", index), models, scope, frozenset())
+            path = raw.get("path") or fmt.default_path
+            if path in paths or path in ("manifest.json", "failures.jsonl"):
+                ctx.error(f"output path {path!r} is used twice", "give each output its own path")
+            paths.add(path)
+            outputs.append(OutputSpec(format=raw["format"], loc=ctx.loc(), path=path,
+                                      config=fmt.build(raw, ctx)))
+        return tuple(outputs)
+
+    def _context(self, path: tuple, models: dict, scope: dict, later: frozenset) -> BuildContext:
+        return BuildContext(self.doc, path, self.templates, models, scope, later,
+                            self.problems, self.files)
+
+    def _cache(self) -> CacheSpec:
+        raw = self.data.get("cache", {})
+        folder = (Path(self.cache_dir).resolve() if self.cache_dir
+                  else self.dir / raw.get("dir", ".aidsafe-cache"))
+        mode = "read_only" if self.offline else raw.get("mode", "read_write")
+        return CacheSpec(dir=folder, mode=mode)

@@ -1,0 +1,129 @@
+"""Output formats (the `aidsafe.outputs` registry) and the files of a run.
+
+Every declared output is derived from the item's trace record, so resuming can rebuild them
+from `trace.jsonl` and they always agree with it.
+
+```yaml
+outputs:
+  - {format: trace}                                   # always written: trace.jsonl
+  - format: jsonl
+    path: intents.jsonl
+    fields: {prompt: "{{ input.prompt }}", intents: "{{ intents.explicit_intents }}"}
+```
+A field that is a single `{{ expression }}` keeps its JSON type (a list stays a list).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+from .context import template_context
+from .loader import BuildContext
+from .registry import OUTPUTS
+from .spec import Workflow
+from .templates import Templates
+
+
+def dumps(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class TraceOutput:
+    """Everything about an item: input, each stage's calls (rendered messages, raw reply,
+    parsed value, tokens, cache hit) and result."""
+
+    default_path = "trace.jsonl"
+    schema: dict[str, Any] = {"properties": {}}
+
+    @staticmethod
+    def build(raw: dict[str, Any], ctx: BuildContext) -> None:
+        return None
+
+    @staticmethod
+    def render(config: None, trace: dict[str, Any], workflow: Workflow,
+               templates: Templates) -> dict[str, Any]:
+        return trace
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    fields: Mapping[str, str] | None
+
+
+class JsonlOutput:
+    """One JSON object per item; `fields` maps names to templates (default: id + every
+    stage's result)."""
+
+    default_path = "output.jsonl"
+    schema: dict[str, Any] = {"properties": {
+        "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}
+
+    @staticmethod
+    def build(raw: dict[str, Any], ctx: BuildContext) -> JsonlConfig:
+        fields = raw.get("fields")
+        for name, text in (fields or {}).items():
+            ctx.check_text(text, "fields", name, scope={**ctx.scope, "id": None})
+        return JsonlConfig(fields=fields)
+
+    @staticmethod
+    def render(config: JsonlConfig, trace: dict[str, Any], workflow: Workflow,
+               templates: Templates) -> dict[str, Any]:
+        values = {sid: st.get("value") for sid, st in trace["stages"].items()}
+        if config.fields is None:
+            return {"id": trace["id"], **values}
+        context = {**template_context(workflow, trace["input"], values), "id": trace["id"]}
+        return {name: templates.evaluate(text, context, f"output field {name!r}")
+                for name, text in config.fields.items()}
+
+
+class RunFiles:
+    """The open output files of a run; each item is appended whole and flushed."""
+
+    def __init__(self, run_dir: Path, workflow: Workflow, templates: Templates):
+        self.run_dir, self.workflow, self.templates = run_dir, workflow, templates
+        self.outputs = [(spec, OUTPUTS.get(spec.format)) for spec in workflow.outputs]
+        self.trace_path = next(s.path for s in workflow.outputs if s.format == "trace")
+        self._files: dict[str, IO[str]] = {}
+
+    def open(self, truncate_derived: bool) -> None:
+        """Open every file for appending; derived outputs are emptied to be rebuilt."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for spec, _ in self.outputs:
+            mode = "w" if truncate_derived and spec.format != "trace" else "a"
+            self._files[spec.path] = self._open(spec.path, mode)
+        self._files["failures.jsonl"] = self._open("failures.jsonl", "w")
+
+    def _open(self, name: str, mode: str) -> IO[str]:
+        path = self.run_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open(mode, encoding="utf-8")
+
+    def write(self, trace: dict[str, Any], derived_only: bool = False) -> None:
+        """Render every output first (a template error fails the item and writes nothing),
+        then append; the trace line goes last, so an item counts as done only when whole."""
+        records = [(spec.path, fmt.render(spec.config, trace, self.workflow, self.templates))
+                   for spec, fmt in self.outputs
+                   if not (derived_only and spec.format == "trace")]
+        records.sort(key=lambda pair: pair[0] == self.trace_path)
+        for path, record in records:
+            if record is not None:
+                self._append(path, record)
+
+    def fail(self, record: dict[str, Any]) -> None:
+        self._append("failures.jsonl", record)
+
+    def _append(self, name: str, record: Any) -> None:
+        fh = self._files[name]
+        fh.write(dumps(record) + "\n")
+        fh.flush()
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.flush()
+            os.fsync(fh.fileno())
+            fh.close()
+        self._files.clear()

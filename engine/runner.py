@@ -1,0 +1,231 @@
+"""The runner: streams items through their stages, many in flight, and writes them in order.
+
+Items start in input order inside a bounded window; each runs its stages in order as one task;
+finished items are written in input order (so reruns give byte-identical files) as soon as all
+earlier ones are written. Per-model limiters serve older items first. A failed item goes to
+`failures.jsonl` and the run goes on. Resume: items whose line is in `trace.jsonl` are skipped
+and the declared outputs are rebuilt from the trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .context import Item
+from .errors import ItemError, Loc, Problem, RecipeError
+from .inputs import InputError, Row, read_rows
+from .llm.cache import CallCache
+from .llm.client import LLMClient
+from .outputs import RunFiles
+from .registry import STAGES
+from .spec import StageSpec, Workflow
+from .templates import Templates
+
+RUN_FILES = ("manifest.json", "failures.jsonl", "local-server.log")
+
+
+@dataclass
+class RunOptions:
+    run_dir: Path
+    limit: int | None = None
+    fresh: bool = False
+    concurrency: int | None = None       # overrides every model's concurrency
+    max_open: int | None = None          # items in flight (default: 2 x total concurrency)
+    progress: Callable[["RunState"], None] | None = None
+
+
+@dataclass
+class RunState:
+    """Counters of a run, shown live by the CLI and saved in the manifest."""
+
+    done: int = 0
+    failed: int = 0
+    resumed: int = 0
+    started_at: float = field(default_factory=time.time)
+    failure_kinds: dict[str, int] = field(default_factory=dict)
+    per_stage: dict[str, dict[str, int]] = field(default_factory=dict)
+    llm: LLMClient | None = None
+
+    def count_calls(self, stages: dict[str, Any]) -> None:
+        for sid, record in stages.items():
+            totals = self.per_stage.setdefault(sid, {"calls": 0, "cache_hits": 0,
+                                                     "prompt_tokens": 0,
+                                                     "completion_tokens": 0})
+            for call in record.get("calls", []):
+                totals["calls"] += 1
+                totals["cache_hits"] += bool(call.get("cache_hit"))
+                totals["prompt_tokens"] += call.get("prompt_tokens", 0)
+                totals["completion_tokens"] += call.get("completion_tokens", 0)
+
+
+def _key(item_id: Any) -> str:
+    return json.dumps(item_id)
+
+
+def read_done(trace: Path) -> set[str]:
+    """Ids already in trace.jsonl. A torn last line (a kill mid-write) is cut off."""
+    done: set[str] = set()
+    if not trace.exists():
+        return done
+    good = 0
+    with trace.open("rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                done.add(_key(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError):
+                break
+            good += len(line)
+    if good != trace.stat().st_size:
+        with trace.open("r+b") as fh:
+            fh.truncate(good)
+    return done
+
+
+class Runner:
+    def __init__(self, workflow: Workflow, options: RunOptions):
+        self.wf, self.opts = workflow, options
+        self.templates = Templates(workflow.file.resolve().parent)
+        self.state = RunState()
+        self.files = RunFiles(options.run_dir, workflow, self.templates)
+        self.kinds = {s.id: STAGES.get(s.kind) for s in workflow.stages}
+
+    async def run(self) -> RunState:
+        if self.wf.input is None:
+            raise RecipeError([Problem(Loc(str(self.wf.file)), "the recipe has no input",
+                                       "add `input: {path: prompts.jsonl}` or pass --input")])
+        if self.opts.fresh:
+            self._clear()
+        done = read_done(self.opts.run_dir / self.files.trace_path)
+        self.files.open(truncate_derived=True)
+        self._rebuild()
+        cache = CallCache(self.wf.cache.dir, self.wf.cache.mode)
+        llm = LLMClient(self.wf.models, cache, self.opts.concurrency)
+        llm.shared["log_dir"] = self.opts.run_dir
+        self.state.llm = llm
+        try:
+            await self._stream(llm, done)
+        finally:
+            self.files.close()
+            await llm.close()
+        return self.state
+
+    def _clear(self) -> None:
+        for name in [s.path for s in self.wf.outputs] + list(RUN_FILES):
+            (self.opts.run_dir / name).unlink(missing_ok=True)
+
+    def _rebuild(self) -> None:
+        trace = self.opts.run_dir / self.files.trace_path
+        if not trace.exists():
+            return
+        with trace.open(encoding="utf-8") as fh:
+            for line in fh:
+                self.files.write(json.loads(line), derived_only=True)
+                self.state.resumed += 1
+
+    def _window(self, llm: LLMClient) -> int:
+        if self.opts.max_open:
+            return self.opts.max_open
+        used = {m for s in self.wf.stages for m in _models_of(s)} or set(self.wf.models)
+        total = sum(self.opts.concurrency or self.wf.models[m].concurrency for m in used
+                    if m in self.wf.models)
+        return max(16, 2 * total)
+
+    async def _stream(self, llm: LLMClient, done: set[str]) -> None:
+        window: deque[asyncio.Task] = deque()
+        seen: set[str] = set()
+        size = self._window(llm)
+        limit = self.opts.limit if self.opts.limit is not None else self.wf.input.limit
+        try:
+            for row in read_rows(self.wf.input, limit):
+                if isinstance(row, InputError):
+                    window.append(asyncio.ensure_future(_failed(row)))
+                else:
+                    key = _key(row.id)
+                    if key in done:
+                        continue
+                    dup = key in seen
+                    seen.add(key)
+                    window.append(asyncio.ensure_future(self._item(row, llm, dup)))
+                if len(window) >= size:
+                    self._finish(await window.popleft())
+            while window:
+                self._finish(await window.popleft())
+        finally:
+            for task in window:
+                task.cancel()
+
+    async def _item(self, row: Row, llm: LLMClient, duplicate: bool) -> dict[str, Any]:
+        item = Item(row.index, row.id, row.row, self.wf, self.templates, llm)
+        if duplicate:
+            return _failure(item, ItemError(f"id {row.id!r} appears twice in the input",
+                                            kind="duplicate_id"))
+        stage: StageSpec | None = None
+        try:
+            for stage in self.wf.stages:
+                await self.run_stage(stage, item)
+            return {"trace": item.trace()}
+        except ItemError as exc:
+            exc.stage = exc.stage or (stage.id if stage else "")
+            return _failure(item, exc)
+
+    async def run_stage(self, stage: StageSpec, item: Item) -> None:
+        """One stage for one item (skipped when its `when` is false)."""
+        if stage.when is not None:
+            verdict = self.templates.evaluate(stage.when, item.context(),
+                                              f"stage {stage.id!r} when")
+            if not _truthy(verdict):
+                item.values[stage.id] = None
+                item.stages[stage.id] = {"skipped": True, "value": None}
+                return
+        try:
+            value = await self.kinds[stage.id].run(stage, item)
+        except ItemError as exc:
+            exc.stage = exc.stage or stage.id
+            raise
+        item.values[stage.id] = value
+        item.stages.setdefault(stage.id, {})["value"] = value
+
+    def _finish(self, outcome: dict[str, Any]) -> None:
+        if "trace" in outcome:
+            try:
+                self.files.write(outcome["trace"])
+                self.state.done += 1
+                self.state.count_calls(outcome["trace"]["stages"])
+            except ItemError as exc:
+                outcome = {"failure": {"id": outcome["trace"]["id"], "stage": "outputs",
+                                       "kind": exc.kind, "error": exc.message}}
+        if "failure" in outcome:
+            self.files.fail(outcome["failure"])
+            self.state.failed += 1
+            kind = outcome["failure"]["kind"]
+            self.state.failure_kinds[kind] = self.state.failure_kinds.get(kind, 0) + 1
+        if self.opts.progress:
+            self.opts.progress(self.state)
+
+
+async def _failed(error: InputError) -> dict[str, Any]:
+    return {"failure": {"id": None, "stage": "input", "kind": "bad_input", "error": str(error)}}
+
+
+def _failure(item: Item, exc: ItemError) -> dict[str, Any]:
+    return {"failure": {"id": item.id, "index": item.index, "stage": exc.stage,
+                        "kind": exc.kind, "error": exc.message, "trace": item.trace()}}
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none")
+    return bool(value)
+
+
+def _models_of(stage: StageSpec) -> list[str]:
+    model = getattr(stage.config, "model", None)
+    return [model] if isinstance(model, str) else []

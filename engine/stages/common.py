@@ -1,0 +1,75 @@
+"""Calling a model from a stage: render, ask, parse, validate, retry invalid replies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..context import Item
+from ..errors import CacheMiss, ItemError, LLMError
+from ..llm.types import Request
+from ..parsing import ParseError, check_schema, parse_reply
+from ..templates import TemplateRef
+
+
+@dataclass(frozen=True)
+class Ask:
+    """How to ask one model: the templates, the expected shape and how often to retry."""
+
+    model: str
+    prompt: TemplateRef
+    system: TemplateRef | None = None
+    parse: Any = "text"
+    schema: Mapping[str, Any] | None = None
+    params: Mapping[str, Any] | None = None
+    max_attempts: int = 1
+
+
+def render_messages(ask: Ask, item: Item, extra: Mapping[str, Any]) -> tuple[dict, ...]:
+    context = item.context(**extra)
+    messages = []
+    if ask.system is not None:
+        messages.append({"role": "system", "content": item.templates.render(ask.system, context)})
+    messages.append({"role": "user", "content": item.templates.render(ask.prompt, context)})
+    return tuple(messages)
+
+
+async def ask_model(ask: Ask, item: Item, calls: list, *, sample: int = 0, stride: int = 1,
+                    tags: Mapping[str, Any] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> Any:
+    """One parsed, validated reply. An invalid reply is asked again with the next sample index
+    (a new cache entry) up to `max_attempts`; every attempt is appended to `calls`."""
+    messages = render_messages(ask, item, extra or {})
+    params = {**item.workflow.models[ask.model].params, **(ask.params or {})}
+    problem = ""
+    for attempt in range(ask.max_attempts):
+        request = Request(messages=messages, params=params, schema=ask.schema,
+                          sample=sample + attempt * stride, tags=dict(tags or {}),
+                          priority=item.index)
+        try:
+            response = await item.llm.complete(ask.model, request)
+        except CacheMiss as exc:
+            raise ItemError(str(exc), kind="offline_miss") from exc
+        except LLMError as exc:
+            raise ItemError(f"model {ask.model!r}: {exc.message}" +
+                            (f" ({exc.hint})" if exc.hint else ""), kind="llm_error") from exc
+        call = {"model": ask.model, "sample": request.sample, "attempt": attempt + 1,
+                "messages": list(messages), "raw": response.text,
+                "finish_reason": response.finish_reason,
+                "prompt_tokens": response.prompt_tokens,
+                "completion_tokens": response.completion_tokens,
+                "cache_hit": response.cache_hit}
+        calls.append(call)
+        try:
+            value = parse_reply(response.text, ask.parse)
+            if ask.schema is not None:
+                check_schema(value, ask.schema)
+        except ParseError as exc:
+            cut = " (the reply was cut at max_tokens)" if response.finish_reason == "length" else ""
+            problem = f"{exc}{cut}"
+            call["error"] = problem
+            continue
+        call["parsed"] = value
+        return value
+    raise ItemError(f"invalid reply after {ask.max_attempts} attempt(s): {problem}",
+                    kind="invalid_reply")
