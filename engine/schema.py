@@ -77,6 +77,9 @@ BASE: dict[str, Any] = {
 }
 
 
+ENUM_NAMES = {"kind": "stage kind", "provider": "provider", "format": "format", "mode": "mode"}
+
+
 def _kinds(registry: Registry, key: str, common: dict, required: list[str]) -> dict:
     """A def whose `key` picks one registered kind; each kind adds its own properties."""
     branches = []
@@ -154,7 +157,8 @@ def _problems_for(error: jsonschema.ValidationError, doc: Document, root: dict) 
         return [Problem(doc.loc(path), f"{where} is missing the required key {missing!r}",
                         f"add `{missing}: …`")]
     if error.validator == "enum":
-        return [Problem(doc.loc(path), f"{where}: unknown value {error.instance!r}",
+        what = ENUM_NAMES.get(path[-1] if path else "", "value")
+        return [Problem(doc.loc(path), f"{where}: unknown {what} {error.instance!r}",
                         suggest(error.instance, error.validator_value))]
     if error.validator == "const":
         return [Problem(doc.loc(path), f"{where} must be {error.validator_value!r}",

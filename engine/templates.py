@@ -129,7 +129,7 @@ class Templates:
     def _where(self, ref: TemplateRef, line: int | None) -> Loc:
         if ref.name:
             path = self.path_of(ref.name)
-            return Loc(str(path) if path else ref.name, line or 1, 1)
+            return Loc(display_path(path) if path else ref.name, line or 1, 1)
         return Loc(ref.loc.file, ref.loc.line + max((line or 1) - 1, 0), ref.loc.col)
 
     def _check_names(self, ref: TemplateRef, ast: nodes.Template, scope: Scope,
@@ -181,6 +181,14 @@ _JINJA_GLOBALS = frozenset(ImmutableSandboxedEnvironment().globals)
 def _tojson(value: Any, indent: int | None = None) -> str:
     """`tojson` without HTML escaping (prompts are not HTML)."""
     return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def display_path(path: Path) -> str:
+    """A path as messages show it: relative to the working folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def file_hash(path: Path) -> str:
