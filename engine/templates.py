@@ -21,7 +21,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from .errors import ItemError, Loc, Problem
 
 SHARED_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-_WHOLE_EXPR = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.S)
+_WHOLE_EXPR = re.compile(r"^\s*\{\{((?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 _DICT_METHODS = frozenset(dir(dict))
 Scope = Mapping[str, "frozenset[str] | None"]  # name -> known keys (None: any)
 
