@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Problem:
     loc: Loc
     message: str
     hint: str = ""
+    path: tuple = field(default=(), compare=False, repr=False)  # where in the document
 
     def format(self) -> str:
         text = f"{self.loc}: error: {self.message}"

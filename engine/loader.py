@@ -42,7 +42,8 @@ class BuildContext:
     def model(self, name: str, *sub: Any) -> ModelSpec | None:
         """Resolve a model reference, recording a problem when it is unknown."""
         if name not in self.models:
-            self.error(f"unknown model {name!r}", suggest(name, self.models), *sub)
+            if name not in self.doc.data.get("models", {}):  # a broken model is reported already
+                self.error(f"unknown model {name!r}", suggest(name, self.models), *sub)
             return None
         return self.models[name]
 
@@ -127,23 +128,31 @@ def load_workflow(file: str | Path, overrides: tuple[str, ...] = (), *,
         raise RecipeError([Problem(Loc(str(file), 1, 1), "a recipe is a YAML mapping",
                                    "start from workflows/intents.yaml")])
     problems = apply_overrides(doc, list(overrides))
-    problems += validate(doc)
-    if problems:
-        raise RecipeError(problems)
-    return _Builder(doc, path, input_path, cache_dir, offline).build()
+    schema_problems = validate(doc)
+    if problems or any(len(p.path) < 2 for p in schema_problems):
+        raise RecipeError(problems + schema_problems)
+    # Build what the schema accepted too, so every problem is reported in one go.
+    broken = {_unit(p.path) for p in schema_problems}
+    return _Builder(doc, path, input_path, cache_dir, offline, broken).build(schema_problems)
+
+
+def _unit(path: tuple) -> tuple:
+    """The part of a recipe a schema problem spoils: one model, stage or output, or a section."""
+    return path[:2] if path[0] in ("models", "stages", "outputs") else path[:1]
 
 
 class _Builder:
     def __init__(self, doc: Document, path: Path, input_path: str | None,
-                 cache_dir: str | None, offline: bool):
-        self.doc, self.file, self.data = doc, path, doc.data
+                 cache_dir: str | None, offline: bool, broken: set[tuple]):
+        self.doc, self.file, self.data, self.broken = doc, path, doc.data, broken
         self.dir = path.resolve().parent
         self.problems: list[Problem] = []
         self.files: dict[str, str] = {str(path.resolve()): file_hash(path)}
         self.input_path, self.cache_dir, self.offline = input_path, cache_dir, offline
         self.templates = Templates(self.dir)
 
-    def build(self) -> Workflow:
+    def build(self, problems: list[Problem]) -> Workflow:
+        self.problems.extend(problems)
         models = self._models()
         input_spec, input_keys = self._input()
         scope: dict[str, frozenset[str] | None] = {
@@ -166,6 +175,8 @@ class _Builder:
     def _models(self) -> dict[str, ModelSpec]:
         models = {}
         for name, raw in self.data["models"].items():
+            if ("models", name) in self.broken:
+                continue
             provider = PROVIDERS.get(raw["provider"])
             known = {"provider", "model", "base_url", "api_key_env", "params", "concurrency",
                      "requests_per_minute", "tokens_per_minute", "timeout", "retries"}
@@ -184,7 +195,7 @@ class _Builder:
 
     def _policies(self) -> tuple[Policy, ...]:
         raw = self.data.get("policies")
-        if raw is None:
+        if raw is None or ("policies",) in self.broken:
             return ()
         if isinstance(raw, str):
             path = self._confined(raw, ("policies",), "policies file")
@@ -211,6 +222,8 @@ class _Builder:
 
     def _input(self) -> tuple[InputSpec | None, frozenset[str] | None]:
         raw = dict(self.data.get("input") or {})
+        if ("input",) in self.broken:
+            return None, None
         if self.input_path:
             raw["path"] = self.input_path
             target = Path(self.input_path).resolve()
@@ -254,6 +267,10 @@ class _Builder:
         stages, ids = [], [s["id"] for s in self.data["stages"]]
         for index, raw in enumerate(self.data["stages"]):
             path = ("stages", index)
+            if path in self.broken:
+                if isinstance(raw.get("id"), str):
+                    scope[raw["id"]] = None
+                continue
             if raw["id"] in scope or raw["id"] in ids[:index]:
                 self._error(path + ("id",), f"stage id {raw['id']!r} is used twice "
                             "or shadows a built-in name", "give every stage its own id")
@@ -269,11 +286,13 @@ class _Builder:
         return tuple(stages)
 
     def _outputs(self, models: dict, scope: dict) -> tuple[OutputSpec, ...]:
-        raws = list(self.data.get("outputs", []))
-        if not any(o.get("format") == "trace" for o in raws):
-            raws.insert(0, {"format": "trace"})
+        declared = list(enumerate(self.data.get("outputs", [])))
+        if not any(raw.get("format") == "trace" for _, raw in declared):
+            declared.insert(0, (None, {"format": "trace"}))
         outputs, paths = [], set()
-        for index, raw in enumerate(raws):
+        for index, raw in declared:
+            if ("outputs", index) in self.broken:
+                continue
             fmt = OUTPUTS.get(raw["format"])
             ctx = self._context(("outputs", index), models, scope, frozenset())
             path = raw.get("path") or fmt.default_path
@@ -289,7 +308,7 @@ class _Builder:
                             self.problems, self.files)
 
     def _cache(self) -> CacheSpec:
-        raw = self.data.get("cache", {})
+        raw = {} if ("cache",) in self.broken else self.data.get("cache", {})
         folder = (Path(self.cache_dir).resolve() if self.cache_dir
                   else self.dir / raw.get("dir", ".aidsafe-cache"))
         mode = "read_only" if self.offline else raw.get("mode", "read_write")

@@ -8,6 +8,7 @@ checks the file is current).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from typing import Any, Iterable
 
@@ -196,5 +197,7 @@ def validate(doc: Document, schema: dict | None = None) -> list[Problem]:
     problems: list[Problem] = []
     for error in errors:
         if not _hidden(error, errors):
-            problems.extend(_problems_for(error, doc, schema))
+            path = tuple(error.absolute_path)
+            problems.extend(dataclasses.replace(p, path=path)
+                            for p in _problems_for(error, doc, schema))
     return problems

@@ -47,7 +47,7 @@ class TemplateRef:
 
     @property
     def label(self) -> str:
-        return self.name or f"inline template at {self.loc}"
+        return f"template {self.name!r}" if self.name else "inline template"
 
 
 class Templates:
@@ -84,7 +84,7 @@ class Templates:
             return self.compile(ref).render(context)
         except (jinja2.UndefinedError, SecurityError, jinja2.TemplateError, TypeError,
                 ValueError) as exc:
-            raise ItemError(f"template {ref.label}: {exc}", kind="template") from exc
+            raise ItemError(f"{ref.label}: {exc}", kind="template") from exc
 
     def evaluate(self, text: str, context: Mapping[str, Any], where: str) -> Any:
         """`{{ expr }}` alone gives the native value (a list stays a list); otherwise a string."""
@@ -108,7 +108,7 @@ class Templates:
                       else ref.text or "")
             ast = self.env.parse(source, name=ref.name)
         except jinja2.TemplateNotFound:
-            return [Problem(ref.loc, f"template {ref.name!r} not found",
+            return [Problem(ref.loc, f"{ref.label} not found",
                             "templates resolve against the recipe's folder, then "
                             f"{SHARED_TEMPLATES}; paths may not leave those folders")]
         except jinja2.TemplateSyntaxError as exc:
@@ -140,7 +140,7 @@ class Templates:
             hint = (f"{name!r} is a stage that runs later; a template sees only earlier stages"
                     if name in later else _did_you_mean(name, known))
             problems.append(Problem(self._where(ref, _first_line(ast, name)),
-                                    f"template {ref.label} uses undefined name {name!r}", hint))
+                                    f"{ref.label} uses undefined name {name!r}", hint))
         for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
             problem = self._check_attr(ref, node, scope)
             if problem:
@@ -155,7 +155,7 @@ class Templates:
         if not isinstance(attr, str) or keys is None or attr in keys or attr in _DICT_METHODS:
             return None
         return Problem(self._where(ref, node.lineno),
-                       f"template {ref.label} uses {node.node.name}.{attr}, but "
+                       f"{ref.label} uses {node.node.name}.{attr}, but "
                        f"{node.node.name} has no field {attr!r}",
                        _did_you_mean(attr, keys) or f"known fields: {', '.join(sorted(keys))}")
 

@@ -74,3 +74,18 @@ def test_shipped_workflows_validate():
             continue
         workflow = load_workflow(recipe)
         assert workflow.stages, recipe
+
+
+def test_schema_and_reference_problems_are_reported_together(tmp_path):
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "x"}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nname: x\nmodels:\n  m: {provider: mock, concurency: 2}\n"
+                      "  ok: {provider: mock}\ninput: {path: in.jsonl}\nstages:\n"
+                      "  - {id: a, kind: generate, model: m, prompt_text: '{{ input.promt }}'}\n"
+                      "  - {id: b, kind: generate, model: nope, prompt_text: '{{ a }}'}\n")
+    with pytest.raises(RecipeError) as err:
+        load_workflow(recipe)
+    messages = [p.message for p in err.value.problems]
+    assert len(messages) == 3, messages
+    assert "unknown key 'concurency'" in messages[0]
+    assert "input.promt" in messages[1] and "unknown model 'nope'" in messages[2]

@@ -35,7 +35,7 @@ def test_fields_are_checked_against_known_keys(tmp_path):
     scope = {"input": frozenset({"id", "prompt"})}
     problems = t.check(inline("{{ input.promt }} {{ input['id'] }} {{ input.get('x') }}"), scope)
     assert [p.message for p in problems] == [
-        "template inline template at r.yaml:3:5 uses input.promt, but input has no field 'promt'"]
+        "inline template uses input.promt, but input has no field 'promt'"]
     assert problems[0].hint == "did you mean 'prompt'?"
 
 
