@@ -196,3 +196,15 @@ async def test_priority_limiter_caps_concurrency():
 
     await asyncio.gather(*(worker(i) for i in range(20)))
     assert peak == 3 and limiter.used == 0
+
+
+async def test_local_provider_names_the_install_command_when_packages_are_missing(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.llm.providers.local.missing_packages", lambda: ["xllamacpp"])
+    spec = model(provider="local", model="smollm2-135m-instruct", base_url=None)
+    client = LLMClient({"w": spec}, CallCache(tmp_path / "cache"))
+    with pytest.raises(RunError) as err:
+        await client.complete("w", REQ)
+    assert "xllamacpp" in str(err.value) and "pip install" in str(err.value)
+    assert "r.yaml:4:3" in str(err.value)
+    await client.close()
