@@ -3,6 +3,7 @@ resolve every reference and check every template. All problems are reported at o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from .registry import OUTPUTS, PROVIDERS, STAGES
 from .schema import suggest, validate
 from .source import Document, load_yaml_file
 from .spec import CacheSpec, InputSpec, ModelSpec, OutputSpec, Policy, StageSpec, Workflow
-from .templates import Scope, TemplateRef, Templates, file_hash
+from .templates import Scope, TemplateRef, Templates, display_path, file_hash
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 
@@ -42,8 +43,9 @@ class BuildContext:
     def model(self, name: str, *sub: Any) -> ModelSpec | None:
         """Resolve a model reference, recording a problem when it is unknown."""
         if name not in self.models:
-            if name not in self.doc.data.get("models", {}):  # a broken model is reported already
-                self.error(f"unknown model {name!r}", suggest(name, self.models), *sub)
+            declared = self.doc.data.get("models", {})
+            if name not in declared:  # a model with a schema problem is reported already
+                self.error(f"unknown model {name!r}", suggest(name, declared), *sub)
             return None
         return self.models[name]
 
@@ -82,15 +84,15 @@ def apply_overrides(doc: Document, overrides: list[str]) -> list[Problem]:
     """`--set a.b=value`: value is read as YAML; list items may be named by their `id`."""
     problems = []
     for item in overrides:
-        loc = Loc(f"--set {item}")
         key, sep, raw = item.partition("=")
+        loc = Loc(f"--set {key}")  # never the value: it may be a URL with credentials
         if not sep or not key:
             problems.append(Problem(loc, "expected --set PATH=VALUE", "e.g. --set input.limit=5"))
             continue
         try:
             value = yaml.safe_load(raw) if raw else ""
             _set_path(doc, key.split("."), value, loc)
-        except (yaml.YAMLError, KeyError, IndexError, TypeError) as exc:
+        except (yaml.YAMLError, KeyError, IndexError, TypeError, ValueError) as exc:
             problems.append(Problem(loc, f"cannot apply override: {exc}",
                                     "paths use dots; list items by index or id, "
                                     "e.g. stages.intents.model=judge"))
@@ -103,7 +105,14 @@ def _set_path(doc: Document, parts: list[str], value: Any, loc: Loc) -> None:
         key: Any = part
         if isinstance(node, list):
             ids = [x.get("id") if isinstance(x, dict) else None for x in node]
-            key = ids.index(part) if part in ids else int(part)
+            if part in ids:
+                key = ids.index(part)
+            elif part.isdigit():
+                key = int(part)
+            else:
+                named = ", ".join(str(i) for i in ids if i is not None) or "none"
+                raise KeyError(f"{'.'.join(parts[:i]) or 'list'} has no item {part!r} "
+                               f"(ids: {named})")
         elif not isinstance(node, dict):
             raise TypeError(f"{'.'.join(parts[:i])} is not a mapping")
         if i == len(parts) - 1:
@@ -188,8 +197,8 @@ class _Builder:
                 self._error(("models", name), f"model {name!r} needs a `model:` name",
                             "e.g. model: gpt-4o-mini")
             check = getattr(provider, "check", None)
-            for message, hint in (check(spec) if check else []):
-                self._error(("models", name), message, hint)
+            for message, hint, *sub in (check(spec) if check else []):
+                self._error(("models", name, *(sub[0] if sub else ())), message, hint)
             models[name] = spec
         return models
 
@@ -215,7 +224,7 @@ class _Builder:
     def _confined(self, rel: str, path: tuple, what: str) -> Path | None:
         target = (self.dir / rel).resolve()
         if not target.exists():
-            self._error(path, f"{what} {rel!r} not found (looked in {self.dir})",
+            self._error(path, f"{what} {rel!r} not found (looked in {display_path(self.dir)})",
                         "paths in a recipe are relative to the recipe's own folder")
             return None
         return target
@@ -249,7 +258,7 @@ class _Builder:
     def _peek_fields(self, spec: InputSpec) -> frozenset[str] | None:
         """Field names of the first row, so templates can be checked against them."""
         try:
-            first = next(iter(read_rows(spec)), None)
+            first = next(iter(read_rows(dataclasses.replace(spec, id_field=None))), None)
         except (InputError, OSError, UnicodeDecodeError) as exc:
             first = InputError(str(exc))
         if isinstance(first, InputError):
@@ -264,44 +273,74 @@ class _Builder:
         return frozenset(first.row)
 
     def _stages(self, models: dict, scope: dict) -> tuple[StageSpec, ...]:
-        stages, ids = [], [s["id"] for s in self.data["stages"]]
+        ids = [s.get("id") if isinstance(s, dict) and isinstance(s.get("id"), str) else None
+               for s in self.data["stages"]]
+        stages = []
         for index, raw in enumerate(self.data["stages"]):
-            path = ("stages", index)
+            path, sid = ("stages", index), ids[index]
             if path in self.broken:
-                if isinstance(raw.get("id"), str):
-                    scope[raw["id"]] = None
+                if sid:
+                    scope[sid] = None
                 continue
-            if raw["id"] in scope or raw["id"] in ids[:index]:
-                self._error(path + ("id",), f"stage id {raw['id']!r} is used twice "
-                            "or shadows a built-in name", "give every stage its own id")
+            if sid in ("input", "vars", "policies"):
+                self._error(path + ("id",), f"stage id {sid!r} is a name templates already "
+                            "use", "pick another id")
+                continue
+            if sid in ids[:index]:
+                self._error(path + ("id",), f"stage id {sid!r} is used twice",
+                            f"the first is stages[{ids.index(sid)}]; give every stage its own id")
                 continue
             kind = STAGES.get(raw["kind"])
-            ctx = self._context(path, models, scope, frozenset(ids[index + 1:]))
+            later = frozenset(i for i in ids[index + 1:] if i)
+            ctx = self._context(path, models, scope, later)
             config = kind.build(raw, ctx)
             if "when" in raw:
-                ctx.check_text(raw["when"], "when")
+                self._check_when(raw["when"], ctx)
             stages.append(StageSpec(id=raw["id"], kind=raw["kind"], loc=self.doc.loc(path),
                                     config=config, when=raw.get("when")))
             scope[raw["id"]] = kind.shape(config) if config is not None else None
         return tuple(stages)
 
+    @staticmethod
+    def _check_when(text: str, ctx: BuildContext) -> None:
+        if "{{" not in text:
+            ctx.error("`when` must be a Jinja expression", "write it as "
+                      "\"{{ input.category == 'harmful' }}\"", "when")
+            return
+        ctx.problems.extend(ctx.templates.check_text(text, ctx.loc("when"), ctx.scope,
+                                                     ctx.later))
+
     def _outputs(self, models: dict, scope: dict) -> tuple[OutputSpec, ...]:
-        declared = list(enumerate(self.data.get("outputs", [])))
-        if not any(raw.get("format") == "trace" for _, raw in declared):
+        declared = [(i, raw) for i, raw in enumerate(self.data.get("outputs", []))
+                    if ("outputs", i) not in self.broken]
+        traces = [i for i, raw in declared if raw["format"] == "trace"]
+        if not traces:
             declared.insert(0, (None, {"format": "trace"}))
         outputs, paths = [], set()
         for index, raw in declared:
-            if ("outputs", index) in self.broken:
-                continue
             fmt = OUTPUTS.get(raw["format"])
             ctx = self._context(("outputs", index), models, scope, frozenset())
             path = raw.get("path") or fmt.default_path
-            if path in paths or path in ("manifest.json", "failures.jsonl"):
-                ctx.error(f"output path {path!r} is used twice", "give each output its own path")
+            if raw["format"] == "trace" and traces and index != traces[0]:
+                ctx.error("only one trace output is allowed", "remove this one")
+            self._check_output_path(path, paths, ctx)
             paths.add(path)
             outputs.append(OutputSpec(format=raw["format"], loc=ctx.loc(), path=path,
                                       config=fmt.build(raw, ctx)))
         return tuple(outputs)
+
+    @staticmethod
+    def _check_output_path(path: str, taken: set[str], ctx: BuildContext) -> None:
+        parts = Path(path).parts
+        if Path(path).is_absolute() or ".." in parts:
+            ctx.error(f"output path {path!r} leaves the run folder",
+                      "output paths are relative to the run folder, without '..'", "path")
+        elif path in ("manifest.json", "failures.jsonl"):
+            ctx.error(f"output path {path!r} is reserved for the run's own files",
+                      "pick another file name", "path")
+        elif path in taken:
+            ctx.error(f"output path {path!r} is used twice", "give each output its own path",
+                      "path")
 
     def _context(self, path: tuple, models: dict, scope: dict, later: frozenset) -> BuildContext:
         return BuildContext(self.doc, path, self.templates, models, scope, later,

@@ -11,7 +11,8 @@ import jsonschema
 
 from .errors import AidsafeError
 
-PARSE_SCHEMA = {"oneOf": [
+PARSE_SCHEMA = {"description": "parse is text, json, lines, {regex: PATTERN} or {tag: NAME}",
+                "oneOf": [
     {"enum": ["text", "json", "lines"]},
     {"type": "object", "additionalProperties": False, "required": ["regex"],
      "properties": {"regex": {"type": "string"}}},

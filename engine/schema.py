@@ -18,7 +18,8 @@ from .errors import Problem
 from .registry import OUTPUTS, PROVIDERS, STAGES, Registry
 from .source import Document
 
-NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"}
+NAME = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$",
+        "description": "letters, digits, '_' and '-', starting with a letter or '_'"}
 TEMPLATE = {"type": "string", "minLength": 1}
 
 MODEL_COMMON = {
@@ -47,7 +48,8 @@ BASE: dict[str, Any] = {
     "required": ["version", "name", "models", "stages"],
     "properties": {
         "version": {"const": 1},
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                 "description": "letters, digits, '_', '.' and '-' (it names the run folder)"},
         "description": {"type": "string"},
         "vars": {"type": "object"},
         "policies": {"oneOf": [
@@ -166,14 +168,14 @@ def _problems_for(error: jsonschema.ValidationError, doc: Document, root: dict) 
                         f"write `{path[-1] if path else 'value'}: {error.validator_value}`")]
     if error.validator in ("oneOf", "anyOf") and error.context:
         best = jsonschema.exceptions.best_match(error.context)
-        return [Problem(doc.loc(path), f"{where}: {best.message}", "see `aidsafe schema`")]
-    if error.validator == "propertyNames":
-        return [Problem(doc.loc(path), f"{where}: {error.message}",
-                        "names use letters, digits, '_' and '-' and start with a letter")]
+        return [Problem(doc.loc(path), f"{where}: {best.message}",
+                        error.schema.get("description") or "see `aidsafe schema`")]
     return [Problem(doc.loc(path), f"{where}: {error.message}", _type_hint(error))]
 
 
 def _type_hint(error: jsonschema.ValidationError) -> str:
+    if isinstance(error.schema, dict) and error.schema.get("description"):
+        return error.schema["description"]
     if error.validator == "type":
         return f"write a value of type {error.validator_value}"
     if error.validator == "pattern":

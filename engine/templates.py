@@ -107,24 +107,30 @@ class Templates:
             source = (self.env.loader.get_source(self.env, ref.name)[0] if ref.name
                       else ref.text or "")
             ast = self.env.parse(source, name=ref.name)
+            undeclared = meta.find_undeclared_variables(ast)  # compiles: unknown filters show
         except jinja2.TemplateNotFound:
             return [Problem(ref.loc, f"{ref.label} not found",
-                            "templates resolve against the recipe's folder, then "
-                            f"{SHARED_TEMPLATES}; paths may not leave those folders")]
+                            "templates resolve against the recipe's folder, then the "
+                            "project's templates/ folder; paths may not leave those folders")]
         except jinja2.TemplateSyntaxError as exc:
             return [Problem(self._where(ref, exc.lineno), f"template syntax: {exc.message}",
                             "check the Jinja tags around this line")]
-        problems = self._check_names(ref, ast, scope, later)
+        except UnicodeDecodeError as exc:
+            return [Problem(ref.loc, f"{ref.label} is not UTF-8 text: {exc.reason} at byte "
+                            f"{exc.start}", "save the template as UTF-8")]
+        problems = self._check_names(ref, ast, undeclared, scope, later)
+        problems += self._check_filters(ref, ast)
         for included in meta.find_referenced_templates(ast):
             if included is not None:
                 problems += self.check(TemplateRef(ref.loc, name=included), scope, later)
         return problems
 
-    def check_text(self, text: str, loc: Loc, scope: Scope) -> list[Problem]:
+    def check_text(self, text: str, loc: Loc, scope: Scope,
+                   later: frozenset[str] = frozenset()) -> list[Problem]:
         """Check an inline template string (a `when:` or an output field)."""
         whole = _WHOLE_EXPR.match(text)
         body = "{{ " + whole.group(1) + " }}" if whole else text
-        return self.check(TemplateRef(loc, text=body), scope)
+        return self.check(TemplateRef(loc, text=body), scope, later)
 
     def _where(self, ref: TemplateRef, line: int | None) -> Loc:
         if ref.name:
@@ -132,11 +138,23 @@ class Templates:
             return Loc(display_path(path) if path else ref.name, line or 1, 1)
         return Loc(ref.loc.file, ref.loc.line + max((line or 1) - 1, 0), ref.loc.col)
 
-    def _check_names(self, ref: TemplateRef, ast: nodes.Template, scope: Scope,
-                     later: frozenset[str]) -> list[Problem]:
+    def _check_filters(self, ref: TemplateRef, ast: nodes.Template) -> list[Problem]:
+        """Filters and tests inside `{% if %}` are only looked up at render time; check now."""
+        problems = []
+        for node in ast.find_all((nodes.Filter, nodes.Test)):
+            table = self.env.filters if isinstance(node, nodes.Filter) else self.env.tests
+            if node.name not in table:
+                what = "filter" if isinstance(node, nodes.Filter) else "test"
+                problems.append(Problem(self._where(ref, node.lineno),
+                                        f"{ref.label} uses unknown {what} {node.name!r}",
+                                        _did_you_mean(node.name, table)))
+        return problems
+
+    def _check_names(self, ref: TemplateRef, ast: nodes.Template, undeclared: set[str],
+                     scope: Scope, later: frozenset[str]) -> list[Problem]:
         problems = []
         known = set(scope) | set(self.env.globals)
-        for name in sorted(meta.find_undeclared_variables(ast) - known):
+        for name in sorted(undeclared - known):
             hint = (f"{name!r} is a stage that runs later; a template sees only earlier stages"
                     if name in later else _did_you_mean(name, known))
             problems.append(Problem(self._where(ref, _first_line(ast, name)),
@@ -157,7 +175,7 @@ class Templates:
         return Problem(self._where(ref, node.lineno),
                        f"{ref.label} uses {node.node.name}.{attr}, but "
                        f"{node.node.name} has no field {attr!r}",
-                       _did_you_mean(attr, keys) or f"known fields: {', '.join(sorted(keys))}")
+                       _did_you_mean(attr, keys, "known fields"))
 
 
 def _first_line(ast: nodes.Template, name: str) -> int:
@@ -167,12 +185,11 @@ def _first_line(ast: nodes.Template, name: str) -> int:
     return 1
 
 
-def _did_you_mean(word: str, choices) -> str:
+def _did_you_mean(word: str, choices, label: str = "names available here") -> str:
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     if close:
         return f"did you mean {close[0]!r}?"
-    return "names available here: " + ", ".join(sorted(c for c in choices if c not in
-                                                         _JINJA_GLOBALS))
+    return f"{label}: " + ", ".join(sorted(c for c in choices if c not in _JINJA_GLOBALS))
 
 
 _JINJA_GLOBALS = frozenset(ImmutableSandboxedEnvironment().globals)

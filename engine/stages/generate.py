@@ -28,7 +28,6 @@ from ..context import Item
 from ..loader import BuildContext
 from ..parsing import PARSE_SCHEMA, regex_problem, schema_problem
 from ..spec import StageSpec
-from ..templates import TemplateRef
 from .common import Ask, ask_model
 
 TEMPLATE = {"type": "string", "minLength": 1}
@@ -80,6 +79,8 @@ class Generate:
         if config.samples != 1:
             return None
         if isinstance(config.parse, dict) and "regex" in config.parse:
+            if regex_problem(config.parse["regex"]):
+                return None
             names = re.compile(config.parse["regex"]).groupindex
             return frozenset(names) if names else None
         props = (config.schema or {}).get("properties")

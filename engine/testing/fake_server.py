@@ -172,6 +172,13 @@ class FakeServer:
         key = self.config.api_key
         if key and request.path.startswith("/v1/"):
             if request.headers.get("Authorization") != f"Bearer {key}":
+                if request.path.endswith("/chat/completions"):
+                    try:
+                        body = await request.json()
+                    except ValueError:
+                        body = None
+                    self.requests.append({"path": request.path, "body": body, "status": 401,
+                                          "fault": "auth", "time": time.time()})
                 return _error(401, "Incorrect API key provided.",
                               "invalid_request_error", "invalid_api_key")
         return await handler(request)

@@ -1,7 +1,6 @@
 """Sandboxed, strict, confined templates (no sockets)."""
 
 import os
-from pathlib import Path
 
 import pytest
 

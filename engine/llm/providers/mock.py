@@ -60,7 +60,8 @@ class MockProvider:
                     re.compile(rule["prompt"])
                 except re.error as exc:
                     problems.append((f"replies[{i}].prompt is not a valid regex: {exc}",
-                                     "escape special characters such as ( [ ? with \\"))
+                                     "escape special characters such as ( [ ? with \\",
+                                     ("replies", i, "prompt")))
         return problems
 
     def _matches(self, index: int, rule: Mapping[str, Any], request: Request, text: str) -> bool:

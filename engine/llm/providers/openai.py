@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
 from ...errors import LLMError, RunError
 from ...spec import ModelSpec
@@ -35,7 +36,12 @@ class OpenAIProvider:
         self.spec, self.transport, self.shared = spec, transport, shared
 
     @staticmethod
-    def check(spec: ModelSpec) -> list[tuple[str, str]]:
+    def check(spec: ModelSpec) -> list[tuple]:
+        """Credentials never live in a recipe: a base_url with user:password is refused."""
+        if spec.base_url and urlsplit(spec.base_url).password is not None:
+            return [("base_url holds credentials; recipes are shared files",
+                     "remove user:password from the URL and put the key in an environment "
+                     "variable named by api_key_env", ("base_url",))]
         return []
 
     def base_url(self) -> str:
