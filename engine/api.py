@@ -70,6 +70,7 @@ def write_manifest(workflow: Workflow, options: RunOptions, state: RunState, sta
         "stages": [{"id": s.id, "kind": s.kind} for s in workflow.stages],
         "cache": {"dir": str(workflow.cache.dir), "mode": workflow.cache.mode},
         "counts": {"done": state.done, "failed": state.failed, "resumed": state.resumed,
+                   "in_outputs": state.done + state.resumed,
                    "failures_by_kind": state.failure_kinds},
         "calls": dataclasses.asdict(stats) if stats else {},
         "per_stage": state.per_stage,

@@ -98,7 +98,8 @@ def test_run_writes_trace_failures_manifest_and_output_in_input_order(fake, make
     m = manifest(out)
     assert m["status"] == "complete" and m["workflow"] == "fake-run"
     assert m["engine"]["name"] == "aidsafe" and m["engine"]["version"]
-    assert m["counts"] == {"done": 5, "failed": 0, "resumed": 0, "failures_by_kind": {}}
+    assert m["counts"] == {"done": 5, "failed": 0, "resumed": 0, "in_outputs": 5,
+                           "failures_by_kind": {}}
     writer = m["models"]["writer"]
     assert (writer["provider"], writer["model"], writer["base_url"]) == (
         "openai", "fake-model", server.base_url)
