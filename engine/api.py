@@ -30,9 +30,11 @@ def run(workflow: Workflow, options: RunOptions) -> RunState:
     """Run (or resume) a workflow into options.run_dir and write its manifest."""
     runner = Runner(workflow, options)
     started = time.time()
+    done = runner.prepare()
+    write_manifest(workflow, options, runner.state, started, "running")
     status = "interrupted"
     try:
-        state = asyncio.run(runner.run())
+        state = asyncio.run(runner.run(done))
         status = "complete"
         return state
     finally:
@@ -62,6 +64,7 @@ def write_manifest(workflow: Workflow, options: RunOptions, state: RunState, sta
         "engine": {"name": "aidsafe", "version": __version__,
                    "python": platform.python_version()},
         "status": status, "workflow": workflow.name, "recipe": str(workflow.file),
+        "fingerprint": workflow.fingerprint,
         "hashes": {"sha256": files},
         "models": {name: {"provider": m.provider, "model": m.model,
                           "base_url": _safe_url(m.base_url), "params": dict(m.params),

@@ -25,6 +25,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Abort):
+            raise  # usage errors: click prints them (exit 2)
         except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
             if debug:
                 raise
@@ -91,6 +93,10 @@ def run_main(workflow: str, input_path: str | None, output_dir: str | None, limi
         progress.close()
     if not quiet:
         click.echo(_summary(wf.name, state, run_dir), err=True)
+    if state.failed and not state.done and not state.resumed:
+        click.echo(f"error: no item succeeded ({state.failed} failed); see "
+                   f"{run_dir / 'failures.jsonl'}", err=True)
+        sys.exit(1)
 
 
 class _Progress:
@@ -233,4 +239,4 @@ def plugins() -> None:
     for group, registry in ALL.items():
         click.echo(f"{group} ({registry.group}):")
         for name, origin in sorted(registry.origins().items()):
-            click.echo(f"  {name:12} {origin}")
+            click.echo(f"  {name:16} {origin}")

@@ -75,4 +75,8 @@ def _csv(spec: InputSpec) -> Iterator[tuple[int, Any]]:
     with spec.path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         for row in reader:
-            yield reader.line_num, row
+            if None in row:
+                yield reader.line_num, InputError(f"{spec.display}:{reader.line_num}: row has "
+                                                  "more fields than the header")
+            else:
+                yield reader.line_num, row

@@ -4,6 +4,8 @@ resolve every reference and check every template. All problems are reported at o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from .errors import Loc, Problem, RecipeError
 from .inputs import InputError, read_rows
 from .registry import OUTPUTS, PROVIDERS, STAGES
 from .schema import suggest, validate
-from .source import Document, load_yaml_file
+from .source import Document, load_value, load_yaml_file
 from .spec import CacheSpec, InputSpec, ModelSpec, OutputSpec, Policy, StageSpec, Workflow
 from .templates import Scope, TemplateRef, Templates, display_path, file_hash
 
@@ -90,7 +92,7 @@ def apply_overrides(doc: Document, overrides: list[str]) -> list[Problem]:
             problems.append(Problem(loc, "expected --set PATH=VALUE", "e.g. --set input.limit=5"))
             continue
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            value = load_value(raw) if raw else ""
             _set_path(doc, key.split("."), value, loc)
         except (yaml.YAMLError, KeyError, IndexError, TypeError, ValueError) as exc:
             problems.append(Problem(loc, f"cannot apply override: {exc}",
@@ -145,6 +147,21 @@ def load_workflow(file: str | Path, overrides: tuple[str, ...] = (), *,
     return _Builder(doc, path, input_path, cache_dir, offline, broken).build(schema_problems)
 
 
+RUN_ONLY_KEYS = {"concurrency", "timeout", "retries"}
+
+
+def fingerprint(data: dict[str, Any], files: dict[str, str]) -> str:
+    """sha256 of what decides each item's record: the recipe after `--set` (without `input`,
+    `cache`, `description` and the models' speed settings) and every template and policies
+    file it reads. A run folder is only resumed by a recipe with the same fingerprint."""
+    recipe = {k: v for k, v in data.items() if k not in ("input", "cache", "description")}
+    recipe["models"] = {name: {k: v for k, v in model.items() if k not in RUN_ONLY_KEYS}
+                        for name, model in data.get("models", {}).items()}
+    blob = json.dumps({"recipe": recipe, "files": sorted(files.values())}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def _unit(path: tuple) -> tuple:
     """The part of a recipe a schema problem spoils: one model, stage or output, or a section."""
     return path[:2] if path[0] in ("models", "stages", "outputs") else path[:1]
@@ -173,6 +190,8 @@ class _Builder:
         if self.problems:
             raise RecipeError(self.problems)
         return Workflow(
+            fingerprint=fingerprint(self.data, {k: v for k, v in self.files.items()
+                                                if k != str(self.file.resolve())}),
             name=self.data["name"], file=self.file, loc=self.doc.loc(()),
             description=self.data.get("description", ""), vars=self.data.get("vars", {}),
             policies=policies, models=models, input=input_spec, stages=stages,
@@ -188,7 +207,7 @@ class _Builder:
                 continue
             provider = PROVIDERS.get(raw["provider"])
             known = {"provider", "model", "base_url", "api_key_env", "params", "concurrency",
-                     "requests_per_minute", "tokens_per_minute", "timeout", "retries"}
+                     "timeout", "retries"}
             common = {k: v for k, v in raw.items() if k in known}
             spec = ModelSpec(name=name, loc=self.doc.loc(("models", name)),
                              **{"model": getattr(provider, "default_model", ""), **common},
@@ -207,7 +226,7 @@ class _Builder:
         if raw is None or ("policies",) in self.broken:
             return ()
         if isinstance(raw, str):
-            path = self._confined(raw, ("policies",), "policies file")
+            path = self._existing(raw, ("policies",), "policies file")
             if path is None:
                 return ()
             doc = load_yaml_file(path, raw)
@@ -221,7 +240,7 @@ class _Builder:
         return tuple(Policy(str(p["id"]), str(p.get("title", p["id"])), str(p["text"]))
                      for p in raw)
 
-    def _confined(self, rel: str, path: tuple, what: str) -> Path | None:
+    def _existing(self, rel: str, path: tuple, what: str) -> Path | None:
         target = (self.dir / rel).resolve()
         if not target.exists():
             self._error(path, f"{what} {rel!r} not found (looked in {display_path(self.dir)})",
@@ -241,7 +260,7 @@ class _Builder:
                                              "not found", "check the path"))
                 return None, None
         elif "path" in raw:
-            target = self._confined(raw["path"], ("input", "path"), "input file")
+            target = self._existing(raw["path"], ("input", "path"), "input file")
             if target is None:
                 return None, None
         else:
@@ -332,7 +351,7 @@ class _Builder:
     @staticmethod
     def _check_output_path(path: str, taken: set[str], ctx: BuildContext) -> None:
         parts = Path(path).parts
-        if Path(path).is_absolute() or ".." in parts:
+        if Path(path).is_absolute() or ".." in parts or not parts or parts[-1] == ".":
             ctx.error(f"output path {path!r} leaves the run folder",
                       "output paths are relative to the run folder, without '..'", "path")
         elif path in ("manifest.json", "failures.jsonl"):

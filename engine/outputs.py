@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import IO, Any, Mapping
 
 from .context import template_context
+from .errors import ItemError
 from .loader import BuildContext
 from .registry import OUTPUTS
+from .schema import suggest
 from .spec import Workflow
 from .templates import Templates
 
@@ -78,6 +80,93 @@ class JsonlOutput:
         context = {**template_context(workflow, trace["input"], values), "id": trace["id"]}
         return {name: templates.evaluate(text, context, f"output field {name!r}")
                 for name, text in config.fields.items()}
+
+
+@dataclass(frozen=True)
+class CotConfig:
+    source: str | None            # the stage whose result has thoughts and response
+    prompt: str
+    system: str | None = None
+    cot: str | None = None
+
+
+DEFAULT_COT = "<think>\n{{ thoughts | join('\\n') }}\n</think>\n\n{{ response }}"
+COT_KEYS = {"from": {"type": "string", "description": "the stage whose result has thoughts "
+                     "and response (default: the last such stage)"},
+            "prompt": {"type": "string", "description": "template of the user prompt"}}
+
+
+def _cot_config(raw: dict[str, Any], ctx: BuildContext) -> CotConfig:
+    stages = [s for s in ctx.scope if s not in ("input", "vars", "policies")]
+    source = raw.get("from")
+    if source is None:
+        source = next((s for s in reversed(stages) if ctx.scope[s] is None or
+                       {"thoughts", "response"} <= ctx.scope[s]), None)
+        if source is None:
+            ctx.error("no stage gives thoughts and response", "add `from: STAGE_ID`")
+    elif source not in stages:
+        ctx.error(f"`from` names no stage: {source!r}", suggest(source, stages), "from")
+        source = None
+    elif ctx.scope[source] is not None and not {"thoughts", "response"} <= ctx.scope[source]:
+        ctx.error(f"stage {source!r} has no thoughts and response", "name another stage", "from")
+    prompt = raw.get("prompt", "{{ input.prompt }}")
+    ctx.check_text(prompt, "prompt" if "prompt" in raw else ())
+    cot = raw.get("cot")
+    if cot is not None:
+        ctx.check_text(cot, "cot", scope={**ctx.scope, "thoughts": None, "response": None})
+    return CotConfig(source, prompt, raw.get("system"), cot)
+
+
+def _cot_parts(config: CotConfig, trace: dict[str, Any], workflow: Workflow,
+               templates: Templates) -> tuple[dict[str, Any], str, list[str], str]:
+    values = {sid: st.get("value") for sid, st in trace["stages"].items()}
+    result = values.get(config.source) or {}
+    thoughts, response = result.get("thoughts"), result.get("response")
+    if not isinstance(thoughts, list) or not all(isinstance(t, str) for t in thoughts) \
+            or not isinstance(response, str):
+        raise ItemError(f"stage {config.source!r} gave no list of thoughts and response",
+                        kind="bad_value")
+    context = template_context(workflow, trace["input"], values)
+    prompt = templates.evaluate(config.prompt, context, "output prompt")
+    return context, str(prompt), thoughts, response
+
+
+class AidsafeOutput:
+    """The released AIDSAFE dataset's shape: exactly `prompt`, `thoughts` (a list of strings)
+    and `response`."""
+
+    default_path = "dataset.jsonl"
+    schema: dict[str, Any] = {"properties": COT_KEYS}
+    build = staticmethod(_cot_config)
+
+    @staticmethod
+    def render(config: CotConfig, trace: dict[str, Any], workflow: Workflow,
+               templates: Templates) -> dict[str, Any]:
+        _, prompt, thoughts, response = _cot_parts(config, trace, workflow, templates)
+        return {"prompt": prompt, "thoughts": thoughts, "response": response}
+
+
+class SftOutput:
+    """Chat messages for SFT: `{"messages": [system?, user, assistant]}`; the assistant turn
+    holds the CoT then the response, laid out by `cot` (default `<think>…</think>` first)."""
+
+    default_path = "sft.jsonl"
+    schema: dict[str, Any] = {"properties": {
+        **COT_KEYS, "system": {"type": "string", "description": "an optional system message"},
+        "cot": {"type": "string", "description": "template of the assistant turn; sees "
+                "thoughts and response"}}}
+    build = staticmethod(_cot_config)
+
+    @staticmethod
+    def render(config: CotConfig, trace: dict[str, Any], workflow: Workflow,
+               templates: Templates) -> dict[str, Any]:
+        context, prompt, thoughts, response = _cot_parts(config, trace, workflow, templates)
+        assistant = templates.evaluate(config.cot or DEFAULT_COT,
+                                       {**context, "thoughts": thoughts, "response": response},
+                                       "output cot")
+        messages = [{"role": "system", "content": config.system}] if config.system else []
+        return {"messages": messages + [{"role": "user", "content": prompt},
+                                        {"role": "assistant", "content": str(assistant)}]}
 
 
 class RunFiles:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .context import Item
-from .errors import ItemError, Loc, Problem, RecipeError
+from .errors import ItemError, Loc, Problem, RecipeError, RunError
 from .inputs import InputError, Row, read_rows
 from .llm.cache import CallCache
 from .llm.client import LLMClient
@@ -57,6 +58,8 @@ class RunState:
             totals = self.per_stage.setdefault(sid, {"calls": 0, "cache_hits": 0,
                                                      "prompt_tokens": 0,
                                                      "completion_tokens": 0})
+            for key, count in record.get("stats", {}).items():
+                totals[key] = totals.get(key, 0) + count
             for call in record.get("calls", []):
                 totals["calls"] += 1
                 totals["cache_hits"] += bool(call.get("cache_hit"))
@@ -97,15 +100,22 @@ class Runner:
         self.files = RunFiles(options.run_dir, workflow, self.templates)
         self.kinds = {s.id: STAGES.get(s.kind) for s in workflow.stages}
 
-    async def run(self) -> RunState:
+    def prepare(self) -> set[str]:
+        """Before any call: start over (--fresh) or check that the folder is this recipe's, then
+        repair the trace and rebuild the outputs from it. Returns the ids already done."""
         if self.wf.input is None:
             raise RecipeError([Problem(Loc(str(self.wf.file)), "the recipe has no input",
                                        "add `input: {path: prompts.jsonl}` or pass --input")])
         if self.opts.fresh:
             self._clear()
         done = read_done(self.opts.run_dir / self.files.trace_path)
+        if done:
+            self._check_same_recipe()
         self.files.open(truncate_derived=True)
         self._rebuild()
+        return done
+
+    async def run(self, done: set[str]) -> RunState:
         cache = CallCache(self.wf.cache.dir, self.wf.cache.mode)
         llm = LLMClient(self.wf.models, cache, self.opts.concurrency)
         llm.shared["log_dir"] = self.opts.run_dir
@@ -117,6 +127,24 @@ class Runner:
             await llm.close()
         return self.state
 
+    def _check_same_recipe(self) -> None:
+        """Resume only what the same recipe started: otherwise old and new records would mix."""
+        try:
+            before = json.loads((self.opts.run_dir / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return
+        if before.get("fingerprint") in (None, self.wf.fingerprint):
+            return
+        home = self.wf.file.resolve().parent
+        now = {os.path.relpath(p, home): h for p, h in self.wf.files.items()}
+        changed = sorted(p for p, h in before.get("hashes", {}).get("sha256", {}).items()
+                         if p in now and now[p] != h)
+        what = f" ({', '.join(changed)} changed)" if changed else ""
+        raise RunError(f"{self.opts.run_dir} holds records of a different version of this "
+                       f"recipe{what}",
+                       "rerun with --fresh to start over (calls whose prompts did not change "
+                       "still come from the cache), or pass another --output-dir")
+
     def _clear(self) -> None:
         for name in [s.path for s in self.wf.outputs] + list(RUN_FILES):
             (self.opts.run_dir / name).unlink(missing_ok=True)
@@ -127,10 +155,15 @@ class Runner:
             return
         with trace.open(encoding="utf-8") as fh:
             for line in fh:
-                self.files.write(json.loads(line), derived_only=True)
+                record = json.loads(line)
+                try:
+                    self.files.write(record, derived_only=True)
+                except ItemError as exc:
+                    raise RunError(f"cannot rebuild the outputs from item {record['id']!r} of "
+                                   f"the trace: {exc}", "rerun with --fresh") from exc
                 self.state.resumed += 1
 
-    def _window(self, llm: LLMClient) -> int:
+    def _window(self) -> int:
         if self.opts.max_open:
             return self.opts.max_open
         used = {m for s in self.wf.stages for m in _models_of(s)} or set(self.wf.models)
@@ -141,7 +174,7 @@ class Runner:
     async def _stream(self, llm: LLMClient, done: set[str]) -> None:
         window: deque[asyncio.Task] = deque()
         seen: set[str] = set()
-        size = self._window(llm)
+        size = self._window()
         limit = self.opts.limit if self.opts.limit is not None else self.wf.input.limit
         try:
             for row in read_rows(self.wf.input, limit):
@@ -149,10 +182,10 @@ class Runner:
                     window.append(asyncio.ensure_future(_failed(row)))
                 else:
                     key = _key(row.id)
-                    if key in done:
-                        continue
                     dup = key in seen
                     seen.add(key)
+                    if key in done and not dup:
+                        continue
                     window.append(asyncio.ensure_future(self._item(row, llm, dup)))
                 if len(window) >= size:
                     self._finish(await window.popleft())
@@ -166,7 +199,7 @@ class Runner:
         item = Item(row.index, row.id, row.row, self.wf, self.templates, llm)
         if duplicate:
             return _failure(item, ItemError(f"id {row.id!r} appears twice in the input",
-                                            kind="duplicate_id"))
+                                            stage="input", kind="duplicate_id"))
         stage: StageSpec | None = None
         try:
             for stage in self.wf.stages:

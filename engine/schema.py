@@ -25,13 +25,13 @@ TEMPLATE = {"type": "string", "minLength": 1}
 MODEL_COMMON = {
     "provider": {"type": "string", "description": "openai | local | mock | a plugin's provider"},
     "model": {"type": "string", "minLength": 1},
-    "base_url": {"type": "string", "pattern": "^https?://"},
+    "base_url": {"type": "string", "pattern": "^https?://",
+                 "description": "the server's URL, starting with http:// or https://"},
     "api_key_env": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-                    "description": "name of the environment variable holding the API key"},
+                    "description": "the NAME of the environment variable holding the key "
+                                   "(letters, digits, '_'), never the key itself"},
     "params": {"type": "object", "description": "generation parameters sent as they are"},
     "concurrency": {"type": "integer", "minimum": 1},
-    "requests_per_minute": {"type": "number", "exclusiveMinimum": 0},
-    "tokens_per_minute": {"type": "number", "exclusiveMinimum": 0},
     "timeout": {"type": "number", "exclusiveMinimum": 0},
     "retries": {"type": "integer", "minimum": 0},
 }
@@ -83,11 +83,18 @@ BASE: dict[str, Any] = {
 ENUM_NAMES = {"kind": "stage kind", "provider": "provider", "format": "format", "mode": "mode"}
 
 
-def _kinds(registry: Registry, key: str, common: dict, required: list[str]) -> dict:
-    """A def whose `key` picks one registered kind; each kind adds its own properties."""
+def fragment_of(impl: Any) -> dict:
+    """A kind's own schema fragment; `schema` may be a dict or a function building one (for
+    kinds whose keys depend on another registry, e.g. `deliberate`'s stop rules)."""
+    fragment = getattr(impl, "schema", {}) or {}
+    return fragment() if callable(fragment) else fragment
+
+
+def kinds(registry: Registry, key: str, common: dict, required: list[str]) -> dict:
+    """A schema whose `key` picks one registered kind; each kind adds its own properties."""
     branches = []
     for name, impl in registry:
-        fragment = getattr(impl, "schema", {}) or {}
+        fragment = fragment_of(impl)
         then = {"properties": fragment.get("properties", {})}
         if fragment.get("required"):
             then["required"] = fragment["required"]
@@ -103,9 +110,9 @@ def build_schema() -> dict[str, Any]:
     """The whole contract for the registered stage kinds, providers and output formats."""
     schema = {k: v for k, v in BASE.items()}
     defs = dict(BASE["$defs"])
-    defs["model"] = _kinds(PROVIDERS, "provider", MODEL_COMMON, ["provider"])
-    defs["stage"] = _kinds(STAGES, "kind", STAGE_COMMON, ["id", "kind"])
-    defs["output"] = _kinds(OUTPUTS, "format", {"format": {"type": "string"},
+    defs["model"] = kinds(PROVIDERS, "provider", MODEL_COMMON, ["provider"])
+    defs["stage"] = kinds(STAGES, "kind", STAGE_COMMON, ["id", "kind"])
+    defs["output"] = kinds(OUTPUTS, "format", {"format": {"type": "string"},
                                                 "path": {"type": "string", "minLength": 1}},
                             ["format"])
     schema["$defs"] = defs
@@ -170,6 +177,9 @@ def _problems_for(error: jsonschema.ValidationError, doc: Document, root: dict) 
         best = jsonschema.exceptions.best_match(error.context)
         return [Problem(doc.loc(path), f"{where}: {best.message}",
                         error.schema.get("description") or "see `aidsafe schema`")]
+    if error.validator == "pattern":  # never echo the value: it may be a pasted secret
+        return [Problem(doc.loc(path), f"{where} does not have the expected form",
+                        _type_hint(error))]
     return [Problem(doc.loc(path), f"{where}: {error.message}", _type_hint(error))]
 
 
@@ -179,7 +189,7 @@ def _type_hint(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"write a value of type {error.validator_value}"
     if error.validator == "pattern":
-        return f"the value must match {error.validator_value}"
+        return f"it must match {error.validator_value}"
     return "see `aidsafe schema` for the allowed values"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,24 @@ class Document:
                 return found
             path = path[:-1]
         return self.values.get((), Loc(self.file, 1, 1))
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true/false are booleans, so `mode: off` or
+    `answer: no` stay strings."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+
+
+def load_value(text: str) -> Any:
+    """One YAML value with the recipe's rules (for `--set`)."""
+    return yaml.load(text, Loader=RecipeLoader)
 
 
 def _mark(file: str, mark: yaml.Mark | None) -> Loc:
@@ -81,7 +100,7 @@ class _Builder:
 def parse_yaml(text: str, file: str) -> Document:
     """Parse one YAML document, keeping positions. Raises RecipeError on any syntax problem."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=RecipeLoader)
     except yaml.MarkedYAMLError as exc:
         what = exc.problem or exc.context or "invalid YAML"
         raise RecipeError([Problem(_mark(file, exc.problem_mark), f"YAML syntax: {what}",

@@ -34,8 +34,6 @@ class ModelSpec:
     api_key_env: str | None = None
     params: Mapping[str, Any] = field(default_factory=_empty)
     concurrency: int = 8
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
     timeout: float = 120.0
     retries: int = 5
     options: Mapping[str, Any] = field(default_factory=_empty)
@@ -90,3 +88,4 @@ class Workflow:
     outputs: tuple[OutputSpec, ...]
     cache: CacheSpec
     files: Mapping[str, str] = field(default_factory=_empty)  # every file the recipe read -> sha256
+    fingerprint: str = ""   # what decides each item's record (see loader.fingerprint)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import ItemError, Loc, Problem
 
@@ -82,23 +82,25 @@ class Templates:
     def render(self, ref: TemplateRef, context: Mapping[str, Any]) -> str:
         try:
             return self.compile(ref).render(context)
-        except (jinja2.UndefinedError, SecurityError, jinja2.TemplateError, TypeError,
-                ValueError) as exc:
-            raise ItemError(f"{ref.label}: {exc}", kind="template") from exc
+        except Exception as exc:  # noqa: BLE001 - any error in a template fails only its item
+            raise ItemError(f"{ref.label}: {exc.__class__.__name__}: {exc}",
+                            kind="template") from exc
 
     def evaluate(self, text: str, context: Mapping[str, Any], where: str) -> Any:
         """`{{ expr }}` alone gives the native value (a list stays a list); otherwise a string."""
         fn = self._exprs.get(text)
         if fn is None:
             whole = _WHOLE_EXPR.match(text)
-            fn = (self.env.compile_expression(whole.group(1)) if whole
+            fn = (self.env.compile_expression(whole.group(1), undefined_to_none=False) if whole
                   else self.env.from_string(text).render)
             self._exprs[text] = fn
         try:
-            return fn(**context)
-        except (jinja2.UndefinedError, SecurityError, jinja2.TemplateError, TypeError,
-                ValueError) as exc:
-            raise ItemError(f"{where}: {exc}", kind="template") from exc
+            value = fn(**context)
+            if isinstance(value, jinja2.Undefined):
+                value._fail_with_undefined_error()
+        except Exception as exc:  # noqa: BLE001 - any error in a template fails only its item
+            raise ItemError(f"{where}: {exc.__class__.__name__}: {exc}", kind="template") from exc
+        return value
 
     def check(self, ref: TemplateRef, scope: Scope, later: frozenset[str] = frozenset()
               ) -> list[Problem]:

@@ -22,10 +22,14 @@ KEY_VERSION = 1
 MODES = ("read_write", "read_only", "write_only", "off")
 
 
-def cache_key(provider: str, model: str, request: Request) -> str:
+def cache_key(provider: str, model: str, request: Request, extra: Any = None) -> str:
+    """`extra` is what a provider adds because it shapes replies without being part of the
+    request (the scripted rules of `mock`)."""
     material = {"v": KEY_VERSION, "provider": provider, "model": model,
                 "messages": request.messages, "params": request.params,
                 "schema": request.schema, "sample": request.sample}
+    if extra is not None:
+        material["extra"] = extra
     blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
                       default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
@@ -88,10 +92,6 @@ class CallCache:
         return {"folder": str(self.folder), "entries": sum(per_model.values()),
                 "bytes": self.store.volume(), "per_model": per_model,
                 "completion_tokens": tokens}
-
-    def get_raw(self, key: str) -> dict[str, Any] | None:
-        raw = self.store.get(key)
-        return json.loads(raw) if raw is not None else None
 
     def clear(self) -> int:
         return self.store.clear()

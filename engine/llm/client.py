@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import random
@@ -64,11 +65,15 @@ class CallStats:
         self.completion_tokens += response.completion_tokens
 
 
+MAX_RETRY_AFTER = 300.0
+
+
 def backoff(attempt: int, retry_after: float | None, base: float = 0.5, cap: float = 30.0
             ) -> float:
-    """Exponential backoff with full jitter; a server's Retry-After wins when it says more."""
+    """Exponential backoff with full jitter; a server's Retry-After wins when it says more
+    (up to five minutes)."""
     delay = random.uniform(0, min(cap, base * 2 ** attempt))
-    return max(delay, retry_after or 0.0)
+    return max(delay, min(retry_after or 0.0, MAX_RETRY_AFTER))
 
 
 class LLMClient:
@@ -76,12 +81,15 @@ class LLMClient:
 
     def __init__(self, models: Mapping[str, ModelSpec], cache: CallCache,
                  concurrency: int | None = None):
+        if concurrency:
+            models = {n: dataclasses.replace(m, concurrency=concurrency)
+                      for n, m in models.items()}
         self.models, self.cache = models, cache
         self.transport = Transport()
         self.shared: dict[str, Any] = {}
         self.stats = CallStats()
         self._providers: dict[str, Provider] = {}
-        self._limits = {name: PriorityLimiter(concurrency or spec.concurrency)
+        self._limits = {name: PriorityLimiter(spec.concurrency)
                         for name, spec in models.items()}
 
     def provider(self, name: str) -> Provider:
@@ -92,7 +100,8 @@ class LLMClient:
 
     async def complete(self, model: str, request: Request) -> Response:
         spec = self.models[model]
-        key = cache_key(spec.provider, spec.model, request)
+        key = cache_key(spec.provider, spec.model, request,
+                        getattr(self.provider(model), "cache_extra", None))
         cached = self.cache.get(key)
         if cached is not None:
             self.stats.add(cached)

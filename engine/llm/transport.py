@@ -45,8 +45,8 @@ class Transport:
         except asyncio.TimeoutError as exc:
             raise LLMError(f"no reply within {timeout:g}s", retryable=True) from exc
         except aiohttp.ClientConnectorError as exc:
-            raise LLMError(f"cannot reach {url}: {exc.os_error or exc}", retryable=True,
-                           hint="is the server running?") from exc
+            raise LLMError(f"cannot reach {exc.host}:{exc.port}: {exc.os_error or exc}",
+                           retryable=True, hint="is the server running?") from exc
         except aiohttp.ClientError as exc:
             raise LLMError(f"connection failed: {exc.__class__.__name__}: {exc}",
                            retryable=True) from exc
@@ -54,16 +54,6 @@ class Transport:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise LLMError(f"malformed reply body: {body[:80]!r}", retryable=True) from exc
-
-    async def get(self, url: str, timeout: float = 2.0) -> int:
-        """Status of a GET (used for health checks); 0 when unreachable."""
-        try:
-            async with self._client().get(url, timeout=aiohttp.ClientTimeout(total=timeout)
-                                          ) as resp:
-                await resp.read()
-                return resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return 0
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -28,7 +28,7 @@ from ..context import Item
 from ..loader import BuildContext
 from ..parsing import PARSE_SCHEMA, regex_problem, schema_problem
 from ..spec import StageSpec
-from .common import Ask, ask_model
+from ..calls import Ask, ask_model
 
 TEMPLATE = {"type": "string", "minLength": 1}
 

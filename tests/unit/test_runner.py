@@ -188,3 +188,74 @@ def test_render_calls_no_model(tmp_path):
     assert trace["id"] == "r2"
     assert trace["stages"]["gen"]["calls"][0]["messages"][0]["content"] == "Answer question 2"
     assert not (tmp_path / "cache").exists()
+
+
+def test_resuming_with_a_changed_recipe_is_refused(tmp_path):
+    recipe = write_recipe(tmp_path, MOCK + GEN)
+    run(recipe, tmp_path, limit=2)
+    from engine.errors import RunError
+    with pytest.raises(RunError) as err:
+        run(recipe, tmp_path, sets=["stages.gen.prompt_text=New {{ input.prompt }}"])
+    assert "different version of this recipe" in str(err.value) and "--fresh" in err.value.hint
+    state = run(recipe, tmp_path, sets=["models.m.concurrency=3"])   # speed only: resumes
+    assert state.resumed == 2
+
+
+def test_editing_mock_replies_changes_the_cache_key(tmp_path):
+    recipe = write_recipe(tmp_path, MOCK + GEN, rows=[{"id": "r3", "prompt": "question 3"}])
+    assert run(recipe, tmp_path).failed == 1
+    fixed = ["models.m.replies=[{stage: gen, reply: {answer: fixed, score: 1}}]"]
+    state = run(recipe, tmp_path, sets=fixed, fresh=True)
+    assert state.done == 1 and state.llm.stats.cache_hits == 0
+
+
+def test_a_duplicate_id_is_reported_again_on_resume(tmp_path):
+    body = """
+    models: {m: {provider: mock}}
+    stages: [{id: a, kind: generate, model: m, prompt_text: "{{ input.prompt }}"}]
+    """
+    recipe = write_recipe(tmp_path, body, rows=[{"id": "x", "prompt": "1"},
+                                                {"id": "x", "prompt": "2"}])
+    run(recipe, tmp_path)
+    again = run(recipe, tmp_path)
+    assert [f["kind"] for f in lines(tmp_path / "run" / "failures.jsonl")] == ["duplicate_id"]
+    assert (again.done, again.resumed, again.failed) == (0, 1, 1)
+
+
+def test_csv_rows_with_extra_fields_fail_alone(tmp_path):
+    body = """
+    models: {m: {provider: mock}}
+    stages: [{id: a, kind: generate, model: m, prompt_text: "{{ input.prompt }}"}]
+    """
+    recipe = write_recipe(tmp_path, body, rows=[])
+    (tmp_path / "in.csv").write_text("id,prompt\na,one\nb,two,extra\n")
+    wf = api.load_workflow(recipe, (), input_path=str(tmp_path / "in.csv"))
+    state = api.run(wf, RunOptions(run_dir=tmp_path / "run"))
+    failure = lines(tmp_path / "run" / "failures.jsonl")[0]
+    assert (state.done, failure["kind"]) == (1, "bad_input")
+    assert "more fields than the header" in failure["error"]
+
+
+def test_a_template_error_at_render_fails_only_that_item(tmp_path):
+    body = """
+    models: {m: {provider: mock}}
+    stages: [{id: a, kind: generate, model: m, prompt_text: "{{ 10 // input.n }}"}]
+    """
+    recipe = write_recipe(tmp_path, body, rows=[{"id": "a", "n": 2}, {"id": "b", "n": 0}])
+    state = run(recipe, tmp_path)
+    failure = lines(tmp_path / "run" / "failures.jsonl")[0]
+    assert (state.done, failure["id"], failure["kind"]) == (1, "b", "template")
+    assert "ZeroDivisionError" in failure["error"]
+
+
+def test_a_lone_undefined_expression_is_an_error_not_null(tmp_path):
+    body = """
+    models: {m: {provider: mock}}
+    stages: [{id: a, kind: generate, model: m, prompt_text: "{{ input.prompt }}"}]
+    outputs: [{format: jsonl, path: o.jsonl, fields: {c: "{{ input.get('cat', none) }}",
+               d: "{{ input.cat }}"}}]
+    """
+    recipe = write_recipe(tmp_path, body, rows=[{"id": "a", "prompt": "p", "cat": 1},
+                                                {"id": "b", "prompt": "q"}])
+    state = run(recipe, tmp_path)
+    assert state.done == 1 and lines(tmp_path / "run" / "failures.jsonl")[0]["id"] == "b"

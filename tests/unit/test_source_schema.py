@@ -89,3 +89,19 @@ def test_schema_and_reference_problems_are_reported_together(tmp_path):
     assert len(messages) == 3, messages
     assert "unknown key 'concurency'" in messages[0]
     assert "input.promt" in messages[1] and "unknown model 'nope'" in messages[2]
+
+
+def test_only_true_and_false_are_booleans():
+    doc = parse_yaml("cache: {mode: off}\nanswer: no\nflag: true\n", "r.yaml")
+    assert doc.data == {"cache": {"mode": "off"}, "answer": "no", "flag": True}
+
+
+def test_a_pasted_secret_is_never_echoed(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nname: x\nmodels: {m: {provider: openai, model: x}}\n"
+                      "stages: [{id: a, kind: generate, model: m, prompt_text: hi}]\n")
+    for override in ["models.m.api_key_env=sk-proj-SECRET123",
+                     "models.m.base_url=http://sk-SECRET123@host/v1"]:
+        with pytest.raises(RecipeError) as err:
+            load_workflow(recipe, (override,))
+        assert "SECRET" not in str(err.value), str(err.value)

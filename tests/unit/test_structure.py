@@ -10,7 +10,8 @@ from engine.registry import ALL, Registry
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
 # Each module may import only from modules listed before it (DESIGN.md section 2).
 ORDER = ["errors", "spec", "registry", "source", "schema", "inputs", "templates", "loader",
-         "llm", "context", "parsing", "stages", "outputs", "runner", "api", "cli"]
+         "llm", "context", "parsing", "calls", "stop_rules", "filters", "stages", "outputs",
+         "runner", "api", "cli"]
 THIRD_PARTY_HOMES = {"aiohttp": {"llm.transport", "testing.fake_server"},
                      "diskcache": {"llm.cache"}, "xllamacpp": {"llm.local_server"}}
 
@@ -79,3 +80,11 @@ def test_modules_stay_small():
         if module.startswith("testing"):
             continue
         assert len(path.read_text().splitlines()) <= 420, module
+
+
+def test_usage_errors_exit_2_without_internal_error():
+    from click.testing import CliRunner
+    from engine.cli import toolbox
+    result = CliRunner().invoke(toolbox, ["cache", "stats"])
+    assert result.exit_code == 2 and "give a WORKFLOW or --cache-dir" in result.output
+    assert "internal error" not in result.output

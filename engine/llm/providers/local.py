@@ -50,9 +50,13 @@ class LocalServer:
         args = ["--parallel", str(self.spec.concurrency),
                 "--ctx-size", str(self.spec.options.get("ctx_size", 2048)),
                 "--threads", str(self.spec.options.get("threads", 0))]
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine.llm.local_server", *args,
-            stdout=asyncio.subprocess.PIPE, stderr=log or asyncio.subprocess.DEVNULL)
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "engine.llm.local_server", *args,
+                stdout=asyncio.subprocess.PIPE, stderr=log or asyncio.subprocess.DEVNULL)
+        finally:
+            if log is not None:
+                log.close()  # the child has its own copy
         try:
             line = await asyncio.wait_for(self.process.stdout.readline(), START_TIMEOUT)
         except asyncio.TimeoutError:

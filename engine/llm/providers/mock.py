@@ -48,6 +48,7 @@ class MockProvider:
         self.spec = spec
         self.rules = list(spec.options.get("replies", []))
         self.latency = float(spec.options.get("latency", 0))
+        self.cache_extra = {"replies": self.rules}
         self._patterns = {i: re.compile(r["prompt"]) for i, r in enumerate(self.rules)
                           if "prompt" in r}
 

@@ -38,7 +38,8 @@ class OpenAIProvider:
     @staticmethod
     def check(spec: ModelSpec) -> list[tuple]:
         """Credentials never live in a recipe: a base_url with user:password is refused."""
-        if spec.base_url and urlsplit(spec.base_url).password is not None:
+        parts = urlsplit(spec.base_url or "")
+        if parts.username is not None or parts.password is not None:
             return [("base_url holds credentials; recipes are shared files",
                      "remove user:password from the URL and put the key in an environment "
                      "variable named by api_key_env", ("base_url",))]

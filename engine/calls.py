@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..context import Item
-from ..errors import CacheMiss, ItemError, LLMError
-from ..llm.types import Request
-from ..parsing import ParseError, check_schema, parse_reply
-from ..templates import TemplateRef
+from .context import Item
+from .errors import CacheMiss, ItemError, LLMError
+from .llm.types import Request
+from .parsing import ParseError, check_schema, parse_reply
+from .templates import TemplateRef
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ async def ask_model(ask: Ask, item: Item, calls: list, *, sample: int = 0, strid
         except LLMError as exc:
             raise ItemError(f"model {ask.model!r}: {exc.message}" +
                             (f" ({exc.hint})" if exc.hint else ""), kind="llm_error") from exc
-        call = {"model": ask.model, "sample": request.sample, "attempt": attempt + 1,
+        call = {"model": ask.model, **{k: v for k, v in request.tags.items() if k != "stage"},
+                "sample": request.sample, "attempt": attempt + 1,
                 "messages": list(messages), "raw": response.text,
                 "finish_reason": response.finish_reason,
                 "prompt_tokens": response.prompt_tokens,
