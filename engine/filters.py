@@ -115,8 +115,8 @@ REFINER_SCHEMA = {
             "type": "object", "required": ["index", "reason"],
             "properties": {"index": {"type": "integer", "minimum": 1},
                            "reason": {"enum": REASONS},
-                           "why": {"type": "string", "maxLength": 300}}}},
-        "response": {"type": "string", "maxLength": 4000}}}
+                           "why": {"type": "string", "maxLength": 160}}}},
+        "response": {"type": "string", "maxLength": 2000}}}
 
 
 class LLM:
@@ -144,7 +144,7 @@ class LLM:
     @staticmethod
     async def apply(ask: Ask, thoughts: list[str], response: str, item: Item,
                     calls: list, tags: dict) -> Verdict:
-        reply = await ask_model(ask, item, calls, tags={"stage": "refine", "agent": "refiner"},
+        reply = await ask_model(ask, item, calls, tags={**tags, "agent": "refiner"},
                                 extra={"thoughts": thoughts, "response": response})
         verdict = Verdict(response=reply["response"].strip() or None)
         for drop in reply["drop"]:

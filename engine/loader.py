@@ -71,7 +71,10 @@ class BuildContext:
 
     def check(self, ref: TemplateRef, scope: Scope | None = None) -> None:
         problems = self.templates.check(ref, self.scope if scope is None else scope, self.later)
-        self.problems.extend(problems)
+        self.problems.extend(  # a problem inside a template file also says who uses it
+            p if p.loc.file == ref.loc.file else
+            dataclasses.replace(p, hint=f"{p.hint} (used at {ref.loc})".strip())
+            for p in problems)
         if ref.name and not problems:
             path = self.templates.path_of(ref.name)
             if path:

@@ -47,7 +47,7 @@ def _watch_parent(parent: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parallel", type=int, default=4, help="request slots")
-    parser.add_argument("--ctx-size", type=int, default=2048, help="context tokens per slot")
+    parser.add_argument("--ctx-size", type=int, default=4096, help="context tokens per slot")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: llama.cpp's)")
     args = parser.parse_args(argv)
     if missing_packages():

@@ -67,3 +67,26 @@ def test_local_server_process_starts_and_answers(tmp_path):
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0
+
+
+def test_aidsafe_recipe_runs_two_items_on_the_real_local_server(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("workflows/aidsafe.yaml", "--limit", "2", "--output-dir", str(out),
+                   "--cache-dir", str(tmp_path / "cache"), "--quiet")
+    traces = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
+    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert proc.returncode == (1 if not traces else 0), proc.stderr
+    assert sorted([t["id"] for t in traces] + [f["id"] for f in failures]) == ["p01", "p02"]
+    dataset = [json.loads(x) for x in (out / "dataset.jsonl").read_text().splitlines()]
+    assert len(dataset) == len(traces)
+    for trace, record in zip(traces, dataset):
+        d = trace["stages"]["deliberation"]
+        assert 1 <= d["value"]["turns"] <= 4 and d["stopped_by"]["rule"] in (
+            "agreement", "phrase", "max_turns", "max_tokens")
+        assert [c["turn"] for c in d["calls"] if c["attempt"] == 1] == list(
+            range(1, d["value"]["turns"] + 1))
+        assert list(record) == ["prompt", "thoughts", "response"]
+        assert record["thoughts"] == trace["stages"]["refine"]["value"]["thoughts"]
+    for failure in failures:
+        assert failure["stage"] in ("intents", "seed", "deliberation", "refine")
+        assert failure["error"]

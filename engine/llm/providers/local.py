@@ -7,7 +7,7 @@ models:
   deliberator:
     provider: local            # model defaults to smollm2-135m-instruct
     concurrency: 4             # also the server's parallel slots
-    ctx_size: 2048             # context tokens per slot (optional)
+    ctx_size: 4096             # context tokens per slot (optional)
     threads: 2                 # CPU threads (optional)
     params: {temperature: 0.7, max_tokens: 256}
 ```
@@ -48,7 +48,7 @@ class LocalServer:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log = (self.log_dir / "local-server.log").open("ab")
         args = ["--parallel", str(self.spec.concurrency),
-                "--ctx-size", str(self.spec.options.get("ctx_size", 2048)),
+                "--ctx-size", str(self.spec.options.get("ctx_size", 4096)),
                 "--threads", str(self.spec.options.get("threads", 0))]
         try:
             self.process = await asyncio.create_subprocess_exec(
