@@ -15,6 +15,7 @@ a class with `schema`, `build(raw, ctx) -> config` and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .calls import Ask, ask_model
@@ -108,15 +109,17 @@ class Length:
         return verdict
 
 
-REFINER_SCHEMA = {
-    "type": "object", "required": ["drop", "response"],
-    "properties": {
-        "drop": {"type": "array", "maxItems": 20, "items": {
-            "type": "object", "required": ["index", "reason"],
-            "properties": {"index": {"type": "integer", "minimum": 1},
-                           "reason": {"enum": REASONS},
-                           "why": {"type": "string", "maxLength": 160}}}},
-        "response": {"type": "string", "maxLength": 2000}}}
+def refiner_schema(count: int) -> dict:
+    """The refiner's reply for `count` numbered thoughts (indices 1..count)."""
+    index = {"type": "integer", "minimum": 1, "maximum": max(count, 1)}
+    return {
+        "type": "object", "required": ["drop", "response"],
+        "properties": {
+            "drop": {"type": "array", "maxItems": min(count, 8), "items": {
+                "type": "object", "required": ["index", "reason"],
+                "properties": {"index": index, "reason": {"enum": REASONS},
+                               "why": {"type": "string", "maxLength": 120}}}},
+            "response": {"type": "string", "maxLength": 2000}}}
 
 
 class LLM:
@@ -138,18 +141,20 @@ class LLM:
         if model is None or prompt is None:
             return None
         return Ask(model=raw["model"], prompt=prompt, system=system, parse="json",
-                   schema=REFINER_SCHEMA, params=raw.get("params"),
+                   schema=refiner_schema(8), params=raw.get("params"),
                    max_attempts=raw.get("max_attempts", 1))
 
     @staticmethod
     async def apply(ask: Ask, thoughts: list[str], response: str, item: Item,
                     calls: list, tags: dict) -> Verdict:
-        reply = await ask_model(ask, item, calls, tags={**tags, "agent": "refiner"},
+        # the schema sent bounds the indices by the thoughts at hand: out of range is invalid
+        bounded = dataclasses.replace(ask, schema=refiner_schema(len(thoughts)))
+        reply = await ask_model(bounded, item, calls, tags={**tags, "agent": "refiner"},
                                 extra={"thoughts": thoughts, "response": response})
         verdict = Verdict(response=reply["response"].strip() or None)
         for drop in reply["drop"]:
-            index = drop["index"] - 1
-            if 0 <= index < len(thoughts) and index not in verdict.drops:
+            index = int(drop["index"]) - 1
+            if index not in verdict.drops:
                 why = f": {drop['why'].strip()}" if drop.get("why", "").strip() else ""
                 verdict.drops[index] = f"{drop['reason']}{why}"
         return verdict

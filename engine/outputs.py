@@ -100,7 +100,7 @@ def _cot_config(raw: dict[str, Any], ctx: BuildContext) -> CotConfig:
     stages = [s for s in ctx.scope if s not in ("input", "vars", "policies")]
     source = raw.get("from")
     if source is None:
-        source = next((s for s in reversed(stages) if ctx.scope[s] is None or
+        source = next((s for s in reversed(stages) if ctx.scope[s] is not None and
                        {"thoughts", "response"} <= ctx.scope[s]), None)
         if source is None:
             ctx.error("no stage gives thoughts and response", "add `from: STAGE_ID`")
@@ -120,7 +120,10 @@ def _cot_config(raw: dict[str, Any], ctx: BuildContext) -> CotConfig:
 def _cot_parts(config: CotConfig, trace: dict[str, Any], workflow: Workflow,
                templates: Templates) -> tuple[dict[str, Any], str, list[str], str]:
     values = {sid: st.get("value") for sid, st in trace["stages"].items()}
-    result = values.get(config.source) or {}
+    result = values.get(config.source)
+    if not isinstance(result, dict):
+        raise ItemError(f"stage {config.source!r} gave {type(result).__name__}, not an object "
+                        "with thoughts and response", kind="bad_value")
     thoughts, response = result.get("thoughts"), result.get("response")
     if not isinstance(thoughts, list) or not all(isinstance(t, str) for t in thoughts) \
             or not isinstance(response, str):

@@ -208,6 +208,11 @@ class Runner:
         except ItemError as exc:
             exc.stage = exc.stage or (stage.id if stage else "")
             return _failure(item, exc)
+        except RunError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug in one stage must not end the run
+            return _failure(item, ItemError(f"{exc.__class__.__name__}: {exc}",
+                                            stage.id if stage else "", kind="internal_error"))
 
     async def run_stage(self, stage: StageSpec, item: Item) -> None:
         """One stage for one item (skipped when its `when` is false)."""
@@ -235,6 +240,10 @@ class Runner:
             except ItemError as exc:
                 outcome = {"failure": {"id": outcome["trace"]["id"], "stage": "outputs",
                                        "kind": exc.kind, "error": exc.message}}
+            except (TypeError, ValueError, KeyError, AttributeError) as exc:
+                outcome = {"failure": {"id": outcome["trace"]["id"], "stage": "outputs",
+                                       "kind": "internal_error",
+                                       "error": f"{exc.__class__.__name__}: {exc}"}}
         if "failure" in outcome:
             self.files.fail(outcome["failure"])
             self.state.failed += 1

@@ -168,6 +168,8 @@ def _problems_for(error: jsonschema.ValidationError, doc: Document, root: dict) 
                         f"add `{missing}: …`")]
     if error.validator == "enum":
         what = ENUM_NAMES.get(path[-1] if path else "", "value")
+        if what == "stage kind" and "filters" in path:
+            what = "filter kind"
         return [Problem(doc.loc(path), f"{where}: unknown {what} {error.instance!r}",
                         suggest(error.instance, error.validator_value))]
     if error.validator == "const":

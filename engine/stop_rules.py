@@ -79,7 +79,9 @@ class Phrase:
         return f"{turn.agent} wrote {found.group(0)!r}" if found else None
 
 
-class MaxTurns:
+class _Budget:
+    """A limit that ends the loop on its own."""
+
     schema = {"type": "integer", "minimum": 1}
     bounds = True
 
@@ -87,19 +89,14 @@ class MaxTurns:
     def build(value: int) -> int:
         return value
 
+
+class MaxTurns(_Budget):
     @staticmethod
     def check(config: int, turn: Turn) -> str | None:
         return f"{turn.number} of {config} turns used" if turn.number >= config else None
 
 
-class MaxTokens:
-    schema = {"type": "integer", "minimum": 1}
-    bounds = True
-
-    @staticmethod
-    def build(value: int) -> int:
-        return value
-
+class MaxTokens(_Budget):
     @staticmethod
     def check(config: int, turn: Turn) -> str | None:
         return f"{turn.tokens} tokens used (budget {config})" if turn.tokens >= config else None

@@ -100,6 +100,7 @@ class Deliberate:
                 ctx.error(f"agent name {name!r} is used twice", "give every agent its own name",
                           "agents", i, "name")
         stop = _stop_rules(raw["stop"], ctx)
+        _check_agreement(stop, agents, ctx)
         if len(agents) != len(raw["agents"]):
             return None
         return DeliberateConfig(init=init, agents=agents, order=raw.get("order", "round_robin"),
@@ -161,6 +162,20 @@ def _stop_rules(raw: list[dict], ctx: BuildContext) -> tuple[tuple[str, Any], ..
     return tuple(rules)
 
 
+def _check_agreement(stop: tuple, agents: tuple[Agent, ...], ctx: BuildContext) -> None:
+    """An agreement field the turn schema does not have would never fire."""
+    for i, (name, field) in enumerate(stop):
+        if name != "agreement":
+            continue
+        for agent in agents:
+            props = (agent.ask.schema or {}).get("properties")
+            if props is not None and field not in props:
+                ctx.error(f"agreement field {field!r} is not in agent {agent.name}'s turn "
+                          "schema, so it would never fire", suggest(field, props),
+                          "stop", i, "agreement")
+                return
+
+
 class _Loop:
     """One item's deliberation."""
 
@@ -210,7 +225,8 @@ class _Loop:
                 "transcript": self.transcript, "thoughts": self.log, "response": self.response}
 
     def apply(self, agent: Agent, number: int, reply: Any, tokens: int) -> Turn:
-        new = _strings(reply.get("thoughts") if isinstance(reply, dict) else None)
+        new = _strings(reply.get("thoughts") if isinstance(reply, dict) else None,
+                       f"turn {number} of {agent.name}")
         previous, earlier = self.response, [t["text"] for t in self.log]
         candidate = reply.get("response") if isinstance(reply, dict) else None
         if isinstance(candidate, str) and candidate.strip():
@@ -223,10 +239,16 @@ class _Loop:
                     new_thoughts=new, earlier_thoughts=earlier)
 
 
-def _strings(value: Any) -> list[str]:
+def _strings(value: Any, where: str) -> list[str]:
+    """Thoughts as a list of non-empty strings (one string counts as one thought)."""
+    if value is None:
+        return []
     if isinstance(value, str):
         value = [value]
-    return [str(v).strip() for v in value or [] if str(v).strip()]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise ItemError(f"{where}: thoughts must be a list of strings, got {value!r:.80}",
+                        kind="bad_value")
+    return [str(v).strip() for v in value if str(v).strip()]
 
 
 def _start(seed: Any, init: str | None) -> tuple[list[str], str]:
@@ -235,4 +257,4 @@ def _start(seed: Any, init: str | None) -> tuple[list[str], str]:
     if not isinstance(seed, dict) or not isinstance(seed.get("response", ""), str):
         raise ItemError(f"init stage {init!r} gave no thoughts/response to start from",
                         kind="bad_init")
-    return _strings(seed.get("thoughts")), seed.get("response", "").strip()
+    return _strings(seed.get("thoughts"), f"init stage {init!r}"), seed.get("response", "").strip()

@@ -165,9 +165,9 @@ models:
           "The user wants to learn lockpicking as a hobby!", "As an AI language model I care.",
           "ok", "Picking your own practice lock is legal.", "Explain the pin tumbler idea."],
           response: "Here is how pin tumbler locks work."}}
-      - {stage: r, reply: {drop: [{index: 2, reason: redundant, why: restates thought 1},
-                                  {index: 9, reason: deceptive}],
-                           response: "Checked: here is how pin tumbler locks work."}}
+      - {stage: r, replies: [{drop: [{index: 9, reason: deceptive}], response: ""},
+                             {drop: [{index: 2.0, reason: redundant, why: restates thought 1}],
+                              response: "Checked: here is how pin tumbler locks work."}]}
 stages:
   - id: seed
     kind: generate
@@ -182,7 +182,8 @@ stages:
       - {kind: near_duplicate, threshold: 0.85}
       - {kind: regex, drop: ["(?i)as an ai language model"]}
       - {kind: length, min_chars: 5}
-      - {kind: llm, model: m, prompt_text: "{% for t in thoughts %}{{ loop.index }}. {{ t }}\\n{% endfor %}"}
+      - {kind: llm, model: m, max_attempts: 2,
+         prompt_text: "{% for t in thoughts %}{{ loop.index }}. {{ t }}\\n{% endfor %}"}
 outputs:
   - {format: aidsafe, path: dataset.jsonl}
   - {format: sft, path: sft.jsonl, system: "Be safe and helpful."}
@@ -208,9 +209,12 @@ def test_each_filter_drops_exactly_the_planted_thoughts(tmp_path):
     assert r["value"]["thoughts"] == ["The user wants to learn lock picking as a hobby.",
                                       "Explain the pin tumbler idea."]
     assert r["value"]["response"] == "Checked: here is how pin tumbler locks work."
-    # the refiner saw the thoughts that survived the cheap filters, numbered from 1
+    # the refiner saw the thoughts that survived the cheap filters, numbered from 1; an
+    # index out of range is an invalid reply, asked again with the next sample
     assert r["calls"][0]["messages"][0]["content"].splitlines()[1] == \
         "2. Picking your own practice lock is legal."
+    assert ["error" in c for c in r["calls"]] == [True, False]
+    assert r["calls"][0]["error"] == "drop/0/index: 9 is greater than the maximum of 3"
     assert state.per_stage["r"]["dropped.near_duplicate"] == 1
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert {k: v for k, v in manifest["per_stage"]["r"].items() if k.startswith("dropped")} == {
@@ -240,3 +244,29 @@ def test_an_output_from_a_stage_without_thoughts_is_refused(tmp_path):
     with pytest.raises(RecipeError) as err:
         api.load_workflow(recipe(tmp_path, body))
     assert "`from` names no stage: 'nope'" in str(err.value)
+
+
+def test_a_misspelt_agreement_field_is_refused(tmp_path):
+    body = deliberation(stop="[{agreement: {field: agreed}}, {max_turns: 3}]")
+    with pytest.raises(RecipeError) as err:
+        api.load_workflow(recipe(tmp_path, body))
+    assert "agreement field 'agreed' is not in agent a's turn schema" in str(err.value)
+    assert "did you mean 'agree'?" in str(err.value)
+
+
+def test_a_turn_with_thoughts_of_the_wrong_type_fails_only_its_item(tmp_path):
+    replies = "      - {agent: a, reply: {thoughts: 3, response: r, agree: false}}"
+    body = deliberation(replies=replies).replace(
+        "    stop:", "    schema: {type: object, required: [response]}\n    stop:")
+    state, _ = run(recipe(tmp_path, body), tmp_path)
+    failure = json.loads((tmp_path / "run" / "failures.jsonl").read_text())
+    assert (state.failed, failure["kind"], failure["stage"]) == (1, "bad_value", "d")
+    assert "turn 1 of a: thoughts must be a list of strings" in failure["error"]
+
+
+def test_the_default_source_of_a_dataset_has_thoughts_and_response(tmp_path):
+    body = REFINE.replace("outputs:", "  - {id: note, kind: generate, model: m, prompt_text: hi}\n"
+                          "outputs:")
+    state, _ = run(recipe(tmp_path, body), tmp_path)
+    record = json.loads((tmp_path / "run" / "dataset.jsonl").read_text())
+    assert state.done == 1 and len(record["thoughts"]) == 2   # from r, not from the text stage

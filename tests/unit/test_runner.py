@@ -259,3 +259,20 @@ def test_a_lone_undefined_expression_is_an_error_not_null(tmp_path):
                                                 {"id": "b", "prompt": "q"}])
     state = run(recipe, tmp_path)
     assert state.done == 1 and lines(tmp_path / "run" / "failures.jsonl")[0]["id"] == "b"
+
+
+def test_a_bug_in_a_stage_fails_its_item_and_the_run_goes_on(tmp_path, monkeypatch):
+    from engine.stages.generate import Generate
+    real = Generate.run
+
+    async def flaky(stage, item):
+        if item.id == "r1":
+            raise TypeError("boom")
+        return await real(stage, item)
+
+    monkeypatch.setattr(Generate, "run", staticmethod(flaky))
+    state = run(write_recipe(tmp_path, MOCK + GEN), tmp_path)
+    failures = lines(tmp_path / "run" / "failures.jsonl")
+    assert ("r1", "internal_error", "TypeError: boom") in [
+        (f["id"], f["kind"], f["error"]) for f in failures]
+    assert state.done == 3
