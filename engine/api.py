@@ -14,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from . import __version__
 from .context import Item
-from .errors import Loc, Problem, RecipeError
+from .errors import Loc, Problem, RecipeError, RunError
 from .inputs import InputError, read_rows
 from .llm.cache import CallCache
 from .llm.client import LLMClient
@@ -37,6 +37,9 @@ def run(workflow: Workflow, options: RunOptions) -> RunState:
         state = asyncio.run(runner.run(done))
         status = "complete"
         return state
+    except RunError:
+        status = "stopped"
+        raise
     finally:
         write_manifest(workflow, options, runner.state, started, status)
 

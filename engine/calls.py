@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .context import Item
+from .loader import BuildContext
 from .errors import CacheMiss, ItemError, LLMError
 from .llm.types import Request
 from .parsing import ParseError, check_schema, parse_reply
@@ -23,6 +24,26 @@ class Ask:
     schema: Mapping[str, Any] | None = None
     params: Mapping[str, Any] | None = None
     max_attempts: int = 1
+    on_invalid: str = "retry"     # retry | fail | keep_raw
+
+
+INVALID_KEYS = {
+    "max_attempts": {"type": "integer", "minimum": 1},
+    "on_invalid": {"enum": ["retry", "fail", "keep_raw"],
+                   "description": "retry: ask again with the next sample index (max_attempts, "
+                                  "default 3), then fail the item; fail: fail at once; "
+                                  "keep_raw: keep the raw reply as the value"}}
+
+
+def invalid_policy(raw: Mapping[str, Any], ctx: BuildContext) -> tuple[str, int]:
+    """`on_invalid` and `max_attempts` of a stage (what to do with an empty, unparsable,
+    wrong-shaped or cut-off reply)."""
+    mode = raw.get("on_invalid", "retry")
+    if mode == "fail" and raw.get("max_attempts", 1) > 1:
+        ctx.error("on_invalid: fail asks once; max_attempts would never be used",
+                  "use on_invalid: retry, or drop max_attempts", "max_attempts")
+    default = {"retry": 3, "fail": 1, "keep_raw": 1}[mode]
+    return mode, raw.get("max_attempts", default)
 
 
 def render_messages(ask: Ask, item: Item, extra: Mapping[str, Any]) -> tuple[dict, ...]:
@@ -62,6 +83,8 @@ async def ask_model(ask: Ask, item: Item, calls: list, *, sample: int = 0, strid
                 "cache_hit": response.cache_hit}
         calls.append(call)
         try:
+            if not response.text.strip():
+                raise ParseError("reply is empty")
             value = parse_reply(response.text, ask.parse)
             if ask.schema is not None:
                 check_schema(value, ask.schema)
@@ -72,5 +95,8 @@ async def ask_model(ask: Ask, item: Item, calls: list, *, sample: int = 0, strid
             continue
         call["parsed"] = value
         return value
+    if ask.on_invalid == "keep_raw":
+        calls[-1]["kept_raw"] = True
+        return calls[-1]["raw"]
     raise ItemError(f"invalid reply after {ask.max_attempts} attempt(s): {problem}",
                     kind="invalid_reply")

@@ -71,13 +71,17 @@ SET_HELP = "Override a recipe value: --set models.writer.provider=openai (repeat
 @click.option("--dry-run", is_flag=True, help="Validate and show the first item's prompts.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight per model.")
 @click.option("--fresh", is_flag=True, help="Start the run over (the cache is kept).")
+@click.option("--max-failures", metavar="N|P%",
+              help="Exit 1 when more than N items (the run stops at once) or more than P% of "
+                   "the items (checked at the end) failed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.version_option(__version__, prog_name="aidsafe")
 @guarded
 def run_main(workflow: str, input_path: str | None, output_dir: str | None, limit: int | None,
              sets: tuple[str, ...], cache_dir: str | None, offline: bool, dry_run: bool,
-             concurrency: int | None, fresh: bool, quiet: bool) -> None:
+             concurrency: int | None, fresh: bool, max_failures: str | None, quiet: bool) -> None:
     """Run a workflow: every item through every stage; rerun to resume."""
+    count, share = _failure_budget(max_failures)
     wf = _load(workflow, sets, input_path=input_path, cache_dir=cache_dir, offline=offline)
     if dry_run:
         _print_render(wf, api.render_item(wf))
@@ -86,7 +90,7 @@ def run_main(workflow: str, input_path: str | None, output_dir: str | None, limi
     run_dir = Path(output_dir or Path("runs") / wf.name)
     progress = _Progress(limit or (wf.input.limit if wf.input else None), quiet)
     options = RunOptions(run_dir=run_dir, limit=limit, fresh=fresh, concurrency=concurrency,
-                         progress=progress.update)
+                         progress=progress.update, max_failures=count)
     try:
         state = api.run(wf, options)
     finally:
@@ -97,6 +101,28 @@ def run_main(workflow: str, input_path: str | None, output_dir: str | None, limi
         click.echo(f"error: no item succeeded ({state.failed} failed); see "
                    f"{run_dir / 'failures.jsonl'}", err=True)
         sys.exit(1)
+    processed = state.done + state.failed
+    if share is not None and processed and state.failed / processed * 100 > share:
+        click.echo(f"error: {state.failed} of {processed} items failed, more than "
+                   f"--max-failures {share:g}% ({state.kinds_text()})", err=True)
+        sys.exit(1)
+
+
+def _failure_budget(text: str | None) -> tuple[int | None, float | None]:
+    """`--max-failures 10` (a count) or `--max-failures 5%` (a share)."""
+    if text is None:
+        return None, None
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1])
+            if 0 <= share <= 100:
+                return None, share
+        elif int(text) >= 0:
+            return int(text), None
+    except ValueError:
+        pass
+    raise click.BadParameter("give a count such as 10 or a share such as 5%",
+                             param_hint="--max-failures")
 
 
 class _Progress:
@@ -129,8 +155,7 @@ def _summary(name: str, state: RunState, run_dir: Path) -> str:
                      f"{stats.retries} retries), tokens {stats.prompt_tokens} in / "
                      f"{stats.completion_tokens} out")
     if state.failed:
-        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(state.failure_kinds.items()))
-        lines.append(f"  failures ({kinds}): see {run_dir / 'failures.jsonl'}")
+        lines.append(f"  failures ({state.kinds_text()}): see {run_dir / 'failures.jsonl'}")
     lines.append(f"  output: {run_dir}/")
     return "\n".join(lines)
 

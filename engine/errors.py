@@ -68,8 +68,9 @@ class LLMError(AidsafeError):
     """A call failed. `retryable` says whether the retry layer may try again."""
 
     def __init__(self, message: str, *, retryable: bool, status: int = 0,
-                 retry_after: float | None = None, hint: str = ""):
+                 retry_after: float | None = None, hint: str = "", kind: str = "status"):
         self.message = message
+        self.kind = kind          # status | unreachable | timeout | reset | malformed
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after

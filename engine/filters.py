@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .calls import Ask, ask_model
+from .calls import INVALID_KEYS, Ask, ask_model, invalid_policy
 from .context import Item
 from .loader import BuildContext
 from .parsing import compiled, regex_problem
@@ -130,7 +130,7 @@ class LLM:
     schema = {"required": ["model"], "properties": {
         "model": {"type": "string"}, "prompt": TEMPLATE, "prompt_text": {"type": "string"},
         "system": TEMPLATE, "system_text": {"type": "string"},
-        "max_attempts": {"type": "integer", "minimum": 1}, "params": {"type": "object"}}}
+        **INVALID_KEYS, "params": {"type": "object"}}}
 
     @staticmethod
     def build(raw: dict, ctx: BuildContext) -> Ask | None:
@@ -138,11 +138,12 @@ class LLM:
         model = ctx.model(raw["model"], "model")
         system = ctx.template(raw, "system", "system_text", scope=scope, required=False)
         prompt = ctx.template(raw, "prompt", "prompt_text", scope=scope)
+        on_invalid, attempts = invalid_policy(raw, ctx)
         if model is None or prompt is None:
             return None
         return Ask(model=raw["model"], prompt=prompt, system=system, parse="json",
-                   schema=refiner_schema(8), params=raw.get("params"),
-                   max_attempts=raw.get("max_attempts", 1))
+                   schema=refiner_schema(8), params=raw.get("params"), max_attempts=attempts,
+                   on_invalid=on_invalid)
 
     @staticmethod
     async def apply(ask: Ask, thoughts: list[str], response: str, item: Item,
@@ -151,6 +152,8 @@ class LLM:
         bounded = dataclasses.replace(ask, schema=refiner_schema(len(thoughts)))
         reply = await ask_model(bounded, item, calls, tags={**tags, "agent": "refiner"},
                                 extra={"thoughts": thoughts, "response": response})
+        if not isinstance(reply, dict):      # on_invalid: keep_raw, and still invalid
+            return Verdict()
         verdict = Verdict(response=reply["response"].strip() or None)
         for drop in reply["drop"]:
             index = int(drop["index"]) - 1

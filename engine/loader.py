@@ -150,7 +150,7 @@ def load_workflow(file: str | Path, overrides: tuple[str, ...] = (), *,
     return _Builder(doc, path, input_path, cache_dir, offline, broken).build(schema_problems)
 
 
-RUN_ONLY_KEYS = {"concurrency", "timeout", "retries"}
+RUN_ONLY_KEYS = {"concurrency", "requests_per_minute", "tokens_per_minute", "timeout", "retries"}
 
 
 def fingerprint(data: dict[str, Any], files: dict[str, str]) -> str:
@@ -210,7 +210,7 @@ class _Builder:
                 continue
             provider = PROVIDERS.get(raw["provider"])
             known = {"provider", "model", "base_url", "api_key_env", "params", "concurrency",
-                     "timeout", "retries"}
+                     "requests_per_minute", "tokens_per_minute", "timeout", "retries"}
             common = {k: v for k, v in raw.items() if k in known}
             spec = ModelSpec(name=name, loc=self.doc.loc(("models", name)),
                              **{"model": getattr(provider, "default_model", ""), **common},

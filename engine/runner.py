@@ -39,6 +39,7 @@ class RunOptions:
     concurrency: int | None = None       # overrides every model's concurrency
     max_open: int | None = None          # items in flight (default: 2 x total concurrency)
     progress: Callable[["RunState"], None] | None = None
+    max_failures: int | None = None      # stop the run once more items than this failed
 
 
 @dataclass
@@ -52,6 +53,9 @@ class RunState:
     failure_kinds: dict[str, int] = field(default_factory=dict)
     per_stage: dict[str, dict[str, int]] = field(default_factory=dict)
     llm: LLMClient | None = None
+
+    def kinds_text(self) -> str:
+        return ", ".join(f"{k}: {v}" for k, v in sorted(self.failure_kinds.items()))
 
     def count_calls(self, stages: dict[str, Any]) -> None:
         for sid, record in stages.items():
@@ -176,21 +180,41 @@ class Runner:
         seen: set[str] = set()
         size = self._window()
         limit = self.opts.limit if self.opts.limit is not None else self.wf.input.limit
+        fatal: list[RunError] = []
+
+        def stop_all(task: asyncio.Task) -> None:
+            """A RunError in any item (a wrong key, a dead server) stops the run now."""
+            if not fatal and not task.cancelled() and isinstance(task.exception(), RunError):
+                fatal.append(task.exception())
+                for other in window:
+                    other.cancel()
+
+        async def finish_first() -> None:
+            try:
+                outcome = await window.popleft()
+            except asyncio.CancelledError:
+                if fatal:
+                    raise fatal[0] from None
+                raise
+            self._finish(outcome)
+
         try:
             for row in read_rows(self.wf.input, limit):
                 if isinstance(row, InputError):
-                    window.append(asyncio.ensure_future(_failed(row)))
+                    task = asyncio.ensure_future(_failed(row))
                 else:
                     key = _key(row.id)
                     dup = key in seen
                     seen.add(key)
                     if key in done and not dup:
                         continue
-                    window.append(asyncio.ensure_future(self._item(row, llm, dup)))
+                    task = asyncio.ensure_future(self._item(row, llm, dup))
+                task.add_done_callback(stop_all)
+                window.append(task)
                 if len(window) >= size:
-                    self._finish(await window.popleft())
+                    await finish_first()
             while window:
-                self._finish(await window.popleft())
+                await finish_first()
         finally:
             for task in window:
                 task.cancel()
@@ -249,6 +273,10 @@ class Runner:
             self.state.failed += 1
             kind = outcome["failure"]["kind"]
             self.state.failure_kinds[kind] = self.state.failure_kinds.get(kind, 0) + 1
+            if self.opts.max_failures is not None and self.state.failed > self.opts.max_failures:
+                raise RunError(f"{self.state.failed} items failed, more than --max-failures "
+                               f"{self.opts.max_failures} ({self.state.kinds_text()})",
+                               "see failures.jsonl; fix the cause and rerun to resume")
         if self.opts.progress:
             self.opts.progress(self.state)
 

@@ -32,6 +32,8 @@ MODEL_COMMON = {
                                    "(letters, digits, '_'), never the key itself"},
     "params": {"type": "object", "description": "generation parameters sent as they are"},
     "concurrency": {"type": "integer", "minimum": 1},
+    "requests_per_minute": {"type": "number", "exclusiveMinimum": 0},
+    "tokens_per_minute": {"type": "number", "exclusiveMinimum": 0},
     "timeout": {"type": "number", "exclusiveMinimum": 0},
     "retries": {"type": "integer", "minimum": 0},
 }

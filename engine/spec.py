@@ -34,6 +34,8 @@ class ModelSpec:
     api_key_env: str | None = None
     params: Mapping[str, Any] = field(default_factory=_empty)
     concurrency: int = 8
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
     timeout: float = 120.0
     retries: int = 5
     options: Mapping[str, Any] = field(default_factory=_empty)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import heapq
 import itertools
 import random
 import time
@@ -15,39 +14,9 @@ from ..errors import CacheMiss, LLMError, RunError
 from ..registry import PROVIDERS
 from ..spec import ModelSpec
 from .cache import CallCache, cache_key
+from .limits import PriorityLimiter, per_minute
 from .transport import Transport
 from .types import Provider, Request, Response
-
-
-class PriorityLimiter:
-    """A semaphore that wakes the lowest priority value first, so items that started earlier
-    get their next call before new items get their first one."""
-
-    def __init__(self, capacity: int):
-        self.capacity, self.used = capacity, 0
-        self._waiters: list[tuple[int, int, asyncio.Future]] = []
-        self._seq = itertools.count()
-
-    async def acquire(self, priority: int) -> None:
-        if self.used < self.capacity and not self._waiters:
-            self.used += 1
-            return
-        future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (priority, next(self._seq), future))
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            _, _, future = heapq.heappop(self._waiters)
-            if not future.done():
-                future.set_result(None)  # the slot passes straight to the waiter
-                return
-        self.used -= 1
 
 
 @dataclass
@@ -66,6 +35,13 @@ class CallStats:
 
 
 MAX_RETRY_AFTER = 300.0
+FATAL_STATUS = frozenset({401, 403, 404})   # a wrong key, model name or URL: same for every item
+
+
+def estimate_tokens(request: Request) -> int:
+    """Prompt tokens (about four characters each) plus the completion budget."""
+    chars = sum(len(str(m.get("content", ""))) for m in request.messages)
+    return chars // 4 + int(request.params.get("max_tokens") or 256)
 
 
 def backoff(attempt: int, retry_after: float | None, base: float = 0.5, cap: float = 30.0
@@ -91,6 +67,12 @@ class LLMClient:
         self._providers: dict[str, Provider] = {}
         self._limits = {name: PriorityLimiter(spec.concurrency)
                         for name, spec in models.items()}
+        self._rpm = {name: per_minute(spec.requests_per_minute, 1.0)
+                     for name, spec in models.items()}
+        self._tpm = {name: per_minute(spec.tokens_per_minute, 10.0)
+                     for name, spec in models.items()}
+        self._reached: set[str] = set()   # models that answered at least once in this run
+        self._broken: dict[str, RunError] = {}   # models that failed for good: send no more
 
     def provider(self, name: str) -> Provider:
         if name not in self._providers:
@@ -118,22 +100,53 @@ class LLMClient:
         provider = self.provider(name)
         for attempt in itertools.count():
             try:
-                return await self._limited(name, provider, request)
+                response = await self._limited(name, provider, request)
+                self._reached.add(name)
+                return response
             except LLMError as exc:
+                self._check_fatal(name, spec, exc, attempt)
                 if not exc.retryable or attempt >= spec.retries:
                     raise
                 self.stats.retries += 1
                 await asyncio.sleep(backoff(attempt, exc.retry_after))
         raise AssertionError("unreachable")
 
+    def _check_fatal(self, name: str, spec: ModelSpec, exc: LLMError, attempt: int) -> None:
+        """Errors that would fail every item the same way stop the run with one message."""
+        where = f"{spec.loc}: model {name!r} ({spec.provider}:{spec.model})"
+        if exc.status in FATAL_STATUS:
+            error = RunError(f"{where}: {exc.message}", exc.hint)
+        elif exc.kind == "unreachable" and name not in self._reached and attempt >= 2:
+            error = RunError(f"{where}: {exc.message} — is the server running?",
+                             "start the server, or check base_url")
+        else:
+            return
+        self._broken.setdefault(name, error)
+        raise self._broken[name] from exc
+
     async def _limited(self, name: str, provider: Provider, request: Request) -> Response:
-        limiter = self._limits[name]
-        await limiter.acquire(request.priority)
+        limiter, rpm, tpm = self._limits[name], self._rpm[name], self._tpm[name]
+        estimate = estimate_tokens(request) if tpm else 0
+        epoch = await limiter.acquire(request.priority)
         started = time.perf_counter()
         try:
+            if name in self._broken:
+                raise self._broken[name]
+            if rpm:
+                await rpm.take(1)
+            if tpm:
+                await tpm.take(estimate)
             response = await provider.complete(request)
+        except LLMError as exc:
+            if exc.status == 429:
+                limiter.throttled(epoch)
+            raise
         finally:
             limiter.release()
+        limiter.succeeded()
+        if tpm:
+            used = response.prompt_tokens + response.completion_tokens
+            tpm.settle((used or estimate) - estimate)
         return Response(**{**response.__dict__, "latency": time.perf_counter() - started})
 
     async def close(self) -> None:

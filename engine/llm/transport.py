@@ -43,17 +43,18 @@ class Transport:
                 if resp.status >= 400:
                     raise _status_error(resp.status, resp.headers.get("Retry-After"), body)
         except asyncio.TimeoutError as exc:
-            raise LLMError(f"no reply within {timeout:g}s", retryable=True) from exc
+            raise LLMError(f"no reply within {timeout:g}s", retryable=True, kind="timeout") from exc
         except aiohttp.ClientConnectorError as exc:
             raise LLMError(f"cannot reach {exc.host}:{exc.port}: {exc.os_error or exc}",
-                           retryable=True, hint="is the server running?") from exc
+                           retryable=True, kind="unreachable") from exc
         except aiohttp.ClientError as exc:
             raise LLMError(f"connection failed: {exc.__class__.__name__}: {exc}",
-                           retryable=True) from exc
+                           retryable=True, kind="reset") from exc
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise LLMError(f"malformed reply body: {body[:80]!r}", retryable=True) from exc
+            raise LLMError(f"malformed reply body: {body[:80]!r}", retryable=True,
+                           kind="malformed") from exc
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

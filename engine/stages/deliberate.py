@@ -30,7 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..calls import Ask, ask_model
+from ..calls import INVALID_KEYS, Ask, ask_model, invalid_policy
 from ..context import Item
 from ..errors import ItemError
 from ..loader import BuildContext
@@ -78,7 +78,7 @@ def _schema() -> dict[str, Any]:
     return {"required": ["agents", "stop"], "properties": {
         "init": {"type": "string"}, "agents": {"type": "array", "minItems": 1, "items": agent},
         "order": {"enum": ["round_robin", "random"]}, "seed": {"type": "integer"},
-        "schema": {"type": "object"}, "max_attempts": {"type": "integer", "minimum": 1},
+        "schema": {"type": "object"}, **INVALID_KEYS,
         "params": {"type": "object"}, "system": TEMPLATE, "system_text": {"type": "string"},
         "stop": {"type": "array", "minItems": 1, "items": {
             "type": "object", "minProperties": 1, "maxProperties": 1,
@@ -141,9 +141,10 @@ def _agent(raw: dict[str, Any], index: int, ctx: BuildContext) -> Agent | None:
     if model is None or prompt is None:
         return None
     params = {**raw.get("params", {}), **spec.get("params", {})}
+    on_invalid, attempts = invalid_policy(raw, ctx)
     ask = Ask(model=spec["model"], prompt=prompt, system=system, parse="json",
               schema=spec.get("schema", raw.get("schema", TURN_SCHEMA)), params=params or None,
-              max_attempts=raw.get("max_attempts", 1))
+              max_attempts=attempts, on_invalid=on_invalid)
     return Agent(name=spec["name"], ask=ask)
 
 

@@ -10,7 +10,8 @@
   schema: {type: object, required: [explicit_intents],
            properties: {explicit_intents: {type: array, items: {type: string}, maxItems: 5}}}
   samples: 1                         # >1: the result is a list, one entry per sample
-  max_attempts: 3                    # an invalid reply is asked again with the next sample index
+  on_invalid: retry                  # retry (default) | fail | keep_raw: see README
+  max_attempts: 3                    # retry: asked again with the next sample index, then fail
   params: {max_tokens: 256}          # overrides the model's params for this stage
   when: "{{ input.category != 'benign' }}"
 ```
@@ -28,7 +29,7 @@ from ..context import Item
 from ..loader import BuildContext
 from ..parsing import PARSE_SCHEMA, regex_problem, schema_problem
 from ..spec import StageSpec
-from ..calls import Ask, ask_model
+from ..calls import INVALID_KEYS, Ask, ask_model, invalid_policy
 
 TEMPLATE = {"type": "string", "minLength": 1}
 
@@ -47,7 +48,7 @@ class Generate:
             "model": {"type": "string"}, "prompt": TEMPLATE, "prompt_text": {"type": "string"},
             "system": TEMPLATE, "system_text": {"type": "string"}, "parse": PARSE_SCHEMA,
             "schema": {"type": "object"}, "samples": {"type": "integer", "minimum": 1},
-            "max_attempts": {"type": "integer", "minimum": 1}, "params": {"type": "object"}}}
+            **INVALID_KEYS, "params": {"type": "object"}}}
 
     @staticmethod
     def build(raw: dict[str, Any], ctx: BuildContext) -> Ask | None:
@@ -67,12 +68,12 @@ class Generate:
         if isinstance(parse, dict) and "regex" in parse and regex_problem(parse["regex"]):
             ctx.error(f"parse.regex is not a valid regex: {regex_problem(parse['regex'])}",
                       "escape special characters such as ( [ ? with \\", "parse", "regex")
+        on_invalid, attempts = invalid_policy(raw, ctx)
         if model is None or prompt is None:
             return None
         return GenerateConfig(model=raw["model"], prompt=prompt, system=system, parse=parse,
-                              schema=schema, params=raw.get("params"),
-                              max_attempts=raw.get("max_attempts", 1),
-                              samples=raw.get("samples", 1))
+                              schema=schema, params=raw.get("params"), max_attempts=attempts,
+                              on_invalid=on_invalid, samples=raw.get("samples", 1))
 
     @staticmethod
     def shape(config: GenerateConfig) -> frozenset[str] | None:

@@ -7,7 +7,8 @@ import pytest
 
 from engine.errors import CacheMiss, LLMError, RunError
 from engine.llm.cache import CallCache, cache_key
-from engine.llm.client import LLMClient, PriorityLimiter, backoff
+from engine.llm.client import LLMClient, backoff
+from engine.llm.limits import PriorityLimiter
 from engine.llm.providers.openai import OpenAIProvider
 from engine.llm.types import Request
 from engine.errors import Loc
@@ -141,12 +142,44 @@ async def test_retryable_errors_are_retried_then_succeed(tmp_path, monkeypatch):
     await client.close()
 
 
-async def test_fatal_errors_are_not_retried(tmp_path):
-    client, transport = client_with(tmp_path, [LLMError("HTTP 401", retryable=False,
-                                                        status=401)])
+async def test_a_400_is_not_retried_and_fails_the_call(tmp_path):
+    client, transport = client_with(tmp_path, [LLMError("HTTP 400: context too long",
+                                                        retryable=False, status=400)])
     with pytest.raises(LLMError):
         await client.complete("w", REQ)
     assert len(transport.sent) == 1
+    await client.close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_a_wrong_key_model_or_url_stops_the_run_once(tmp_path, status):
+    client, transport = client_with(tmp_path, [LLMError(f"HTTP {status}: no", retryable=False,
+                                                        status=status, hint="check it")])
+    with pytest.raises(RunError) as err:
+        await client.complete("w", REQ)
+    assert str(err.value).startswith("r.yaml:4:3: model 'w' (openai:gpt-x): HTTP")
+    assert err.value.hint == "check it" and len(transport.sent) == 1
+    await client.close()
+
+
+async def test_an_unreachable_server_at_start_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after: 0)
+    down = LLMError("cannot reach 127.0.0.1:9: refused", retryable=True, kind="unreachable")
+    client, transport = client_with(tmp_path, [down], retries=10)
+    with pytest.raises(RunError) as err:
+        await client.complete("w", REQ)
+    assert "is the server running?" in str(err.value) and len(transport.sent) == 3
+    await client.close()
+
+
+async def test_a_server_that_answered_once_is_retried_when_it_drops(tmp_path, monkeypatch):
+    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after: 0)
+    down = LLMError("cannot reach", retryable=True, kind="unreachable")
+    client, transport = client_with(tmp_path, [chat_body("one"), down, down, down,
+                                               chat_body("two")], retries=5)
+    await client.complete("w", REQ)
+    second = await client.complete("w", Request(messages=REQ.messages, sample=1))
+    assert second.text == "two" and len(transport.sent) == 5
     await client.close()
 
 

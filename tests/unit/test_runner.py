@@ -78,10 +78,12 @@ def test_rerun_resumes_and_fresh_replays_from_cache_identically(tmp_path):
     run(recipe, tmp_path)
     first = (tmp_path / "run" / "out.jsonl").read_bytes()
     again = run(recipe, tmp_path)
-    assert (again.done, again.resumed, again.llm.stats.calls) == (0, 4, 1)  # r3 retried
+    # r3 (invalid) is tried again: its 3 attempts come from the cache
+    assert (again.done, again.resumed, again.llm.stats.calls) == (0, 4, 3)
+    assert again.llm.stats.cache_hits == 3
     assert (tmp_path / "run" / "out.jsonl").read_bytes() == first
     fresh = run(recipe, tmp_path, fresh=True)
-    assert fresh.llm.stats.calls == fresh.llm.stats.cache_hits == 5
+    assert fresh.llm.stats.calls == fresh.llm.stats.cache_hits == 7
     assert (tmp_path / "run" / "out.jsonl").read_bytes() == first
 
 
@@ -276,3 +278,37 @@ def test_a_bug_in_a_stage_fails_its_item_and_the_run_goes_on(tmp_path, monkeypat
     assert ("r1", "internal_error", "TypeError: boom") in [
         (f["id"], f["kind"], f["error"]) for f in failures]
     assert state.done == 3
+
+
+@pytest.mark.parametrize("policy,calls,kind,value", [
+    (", on_invalid: fail", 1, "invalid_reply", None),
+    (", on_invalid: retry, max_attempts: 2", 2, "invalid_reply", None),
+    ("", 3, "invalid_reply", None),
+    (", on_invalid: keep_raw", 1, None, "   "),
+])
+def test_on_invalid_policies(tmp_path, policy, calls, kind, value):
+    body = """
+    models: {m: {provider: mock, replies: [{reply: "   "}]}}
+    stages:
+      - {id: a, kind: generate, model: m, prompt_text: "{{ input.prompt }}"POLICY}
+    """.replace("POLICY", policy)
+    recipe = write_recipe(tmp_path, body, rows=[{"id": "a", "prompt": "p"}])
+    run(recipe, tmp_path)
+    if kind:
+        failure = lines(tmp_path / "run" / "failures.jsonl")[0]
+        assert failure["kind"] == kind and "reply is empty" in failure["error"]
+        assert len(failure["trace"]["stages"]["a"]["calls"]) == calls
+    else:
+        stage = lines(tmp_path / "run" / "trace.jsonl")[0]["stages"]["a"]
+        assert stage["value"] == value and stage["calls"][-1]["kept_raw"] is True
+
+
+def test_on_invalid_fail_with_max_attempts_is_refused(tmp_path):
+    body = """
+    models: {m: {provider: mock}}
+    stages:
+      - {id: a, kind: generate, model: m, prompt_text: hi, on_invalid: fail, max_attempts: 3}
+    """
+    with pytest.raises(RecipeError) as err:
+        api.load_workflow(write_recipe(tmp_path, body))
+    assert "max_attempts would never be used" in str(err.value)

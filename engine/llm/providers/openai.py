@@ -86,5 +86,5 @@ def parse_chat_response(body: Any) -> Response:
                         prompt_tokens=int(usage.get("prompt_tokens") or 0),
                         completion_tokens=int(usage.get("completion_tokens") or 0))
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-        raise LLMError(f"reply is not a chat completion: {str(body)[:120]}",
+        raise LLMError(f"reply is not a chat completion: {str(body)[:120]}", kind="malformed",
                        retryable=True) from exc

@@ -1,0 +1,1 @@
+"""Performance harness of the engine: `python -m benchmarks.run` (see benchmarks/README.md)."""
