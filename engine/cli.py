@@ -56,6 +56,13 @@ def _load(workflow: str, sets: tuple[str, ...], **kwargs: Any):
     return api.load_workflow(workflow, sets, **kwargs)
 
 
+def allow_root_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--allow-root", "allow_roots", multiple=True, metavar="DIR",
+                        type=click.Path(file_okay=False, exists=True),
+                        help="Also let the recipe read inputs, policies and templates in DIR "
+                             "(repeatable).")(fn)
+
+
 SET_HELP = "Override a recipe value: --set models.writer.provider=openai (repeatable)."
 
 
@@ -75,14 +82,17 @@ SET_HELP = "Override a recipe value: --set models.writer.provider=openai (repeat
               help="Exit 1 when more than N items (the run stops at once) or more than P% of "
                    "the items (checked at the end) failed.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+@allow_root_option
 @click.version_option(__version__, prog_name="aidsafe")
 @guarded
 def run_main(workflow: str, input_path: str | None, output_dir: str | None, limit: int | None,
              sets: tuple[str, ...], cache_dir: str | None, offline: bool, dry_run: bool,
-             concurrency: int | None, fresh: bool, max_failures: str | None, quiet: bool) -> None:
+             concurrency: int | None, fresh: bool, max_failures: str | None, quiet: bool,
+             allow_roots: tuple[str, ...]) -> None:
     """Run a workflow: every item through every stage; rerun to resume."""
     count, share = _failure_budget(max_failures)
-    wf = _load(workflow, sets, input_path=input_path, cache_dir=cache_dir, offline=offline)
+    wf = _load(workflow, sets, input_path=input_path, cache_dir=cache_dir, offline=offline,
+               allow_roots=allow_roots)
     if dry_run:
         _print_render(wf, api.render_item(wf))
         click.echo(f"dry run: {wf.name} is valid; no model was called", err=True)
@@ -182,10 +192,12 @@ def toolbox() -> None:
 @click.argument("workflow", type=click.Path(dir_okay=False))
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
 @click.option("--input", "input_path", help="Input file (overrides input.path).")
+@allow_root_option
 @guarded
-def validate(workflow: str, sets: tuple[str, ...], input_path: str | None) -> None:
+def validate(workflow: str, sets: tuple[str, ...], input_path: str | None,
+             allow_roots: tuple[str, ...]) -> None:
     """Check a recipe (schema, references, templates) without calling any model."""
-    wf = _load(workflow, sets, input_path=input_path)
+    wf = _load(workflow, sets, input_path=input_path, allow_roots=allow_roots)
     click.echo(f"ok: {wf.name}: {len(wf.stages)} stages, {len(wf.models)} models, "
                f"{len(wf.files)} files checked")
 
@@ -195,11 +207,12 @@ def validate(workflow: str, sets: tuple[str, ...], input_path: str | None) -> No
 @click.option("--item", "which", help="Row number (0-based) or id; default: the first row.")
 @click.option("--set", "sets", multiple=True, metavar="PATH=VALUE", help=SET_HELP)
 @click.option("--input", "input_path", help="Input file (overrides input.path).")
+@allow_root_option
 @guarded
-def render(workflow: str, which: str | None, sets: tuple[str, ...], input_path: str | None
-           ) -> None:
+def render(workflow: str, which: str | None, sets: tuple[str, ...], input_path: str | None,
+           allow_roots: tuple[str, ...]) -> None:
     """Print the prompts of one item. No model is called: replies come from `mock`."""
-    wf = _load(workflow, sets, input_path=input_path)
+    wf = _load(workflow, sets, input_path=input_path, allow_roots=allow_roots)
     _print_render(wf, api.render_item(wf, which))
 
 

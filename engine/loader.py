@@ -20,6 +20,7 @@ from .source import Document, load_value, load_yaml_file
 from .spec import CacheSpec, InputSpec, ModelSpec, OutputSpec, Policy, StageSpec, Workflow
 from .templates import Scope, TemplateRef, Templates, display_path, file_hash
 
+SHIPPED_DATA = (Path(__file__).resolve().parent.parent / "examples",)
 INPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv"}
 
 
@@ -134,7 +135,7 @@ def _set_path(doc: Document, parts: list[str], value: Any, loc: Loc) -> None:
 
 def load_workflow(file: str | Path, overrides: tuple[str, ...] = (), *,
                   input_path: str | None = None, cache_dir: str | None = None,
-                  offline: bool = False) -> Workflow:
+                  offline: bool = False, allow_roots: tuple[str, ...] = ()) -> Workflow:
     """Everything from YAML to a checked, frozen Workflow; raises RecipeError with all problems."""
     path = Path(file)
     doc = load_yaml_file(path, str(file))
@@ -147,10 +148,13 @@ def load_workflow(file: str | Path, overrides: tuple[str, ...] = (), *,
         raise RecipeError(problems + schema_problems)
     # Build what the schema accepted too, so every problem is reported in one go.
     broken = {_unit(p.path) for p in schema_problems}
-    return _Builder(doc, path, input_path, cache_dir, offline, broken).build(schema_problems)
+    builder = _Builder(doc, path, input_path, cache_dir, offline, broken,
+                       tuple(Path(r).resolve() for r in allow_roots))
+    return builder.build(schema_problems)
 
 
-RUN_ONLY_KEYS = {"concurrency", "requests_per_minute", "tokens_per_minute", "timeout", "retries"}
+RUN_ONLY_KEYS = {"concurrency", "requests_per_minute", "tokens_per_minute", "timeout", "retries",
+                 "backoff"}
 
 
 def fingerprint(data: dict[str, Any], files: dict[str, str]) -> str:
@@ -172,13 +176,16 @@ def _unit(path: tuple) -> tuple:
 
 class _Builder:
     def __init__(self, doc: Document, path: Path, input_path: str | None,
-                 cache_dir: str | None, offline: bool, broken: set[tuple]):
+                 cache_dir: str | None, offline: bool, broken: set[tuple],
+                 allow_roots: tuple[Path, ...]):
         self.doc, self.file, self.data, self.broken = doc, path, doc.data, broken
         self.dir = path.resolve().parent
+        self.allow_roots = allow_roots
+        self.roots = (self.dir, *allow_roots, *SHIPPED_DATA)
         self.problems: list[Problem] = []
         self.files: dict[str, str] = {str(path.resolve()): file_hash(path)}
         self.input_path, self.cache_dir, self.offline = input_path, cache_dir, offline
-        self.templates = Templates(self.dir)
+        self.templates = Templates(self.dir, allow_roots)
 
     def build(self, problems: list[Problem]) -> Workflow:
         self.problems.extend(problems)
@@ -190,6 +197,7 @@ class _Builder:
         policies = self._policies()
         stages = self._stages(models, scope)
         outputs = self._outputs(models, scope)
+        cache = self._cache()
         if self.problems:
             raise RecipeError(self.problems)
         return Workflow(
@@ -198,7 +206,8 @@ class _Builder:
             name=self.data["name"], file=self.file, loc=self.doc.loc(()),
             description=self.data.get("description", ""), vars=self.data.get("vars", {}),
             policies=policies, models=models, input=input_spec, stages=stages,
-            outputs=outputs, cache=self._cache(), files=self.files)
+            outputs=outputs, cache=cache, files=self.files,
+            template_dirs=self.allow_roots)
 
     def _error(self, path: tuple, message: str, hint: str = "") -> None:
         self.problems.append(Problem(self.doc.loc(path), message, hint))
@@ -210,7 +219,8 @@ class _Builder:
                 continue
             provider = PROVIDERS.get(raw["provider"])
             known = {"provider", "model", "base_url", "api_key_env", "params", "concurrency",
-                     "requests_per_minute", "tokens_per_minute", "timeout", "retries"}
+                     "requests_per_minute", "tokens_per_minute", "timeout", "retries",
+                     "backoff"}
             common = {k: v for k, v in raw.items() if k in known}
             spec = ModelSpec(name=name, loc=self.doc.loc(("models", name)),
                              **{"model": getattr(provider, "default_model", ""), **common},
@@ -244,12 +254,25 @@ class _Builder:
                      for p in raw)
 
     def _existing(self, rel: str, path: tuple, what: str) -> Path | None:
-        target = (self.dir / rel).resolve()
-        if not target.exists():
+        target = self._confined(rel, path, what)
+        if target is not None and not target.exists():
             self._error(path, f"{what} {rel!r} not found (looked in {display_path(self.dir)})",
                         "paths in a recipe are relative to the recipe's own folder")
             return None
         return target
+
+    def _confined(self, rel: str, path: tuple, what: str) -> Path | None:
+        """A recipe's path, resolved; None (and a problem) when it leaves the allowed folders:
+        the recipe's folder, any --allow-root, and the project's shipped examples."""
+        target = (self.dir / rel).resolve()
+        if any(target.is_relative_to(root) for root in self.roots):
+            return target
+        hint = ("a recipe may only write inside its own folder: pick a folder there, or pass "
+                "--cache-dir DIR" if what == "cache dir" else
+                "recipes are shared files and may only read next to themselves: move it "
+                "there, or allow its folder with --allow-root DIR")
+        self._error(path, f"{what} {rel!r} is outside the recipe's folder", hint)
+        return None
 
     def _input(self) -> tuple[InputSpec | None, frozenset[str] | None]:
         raw = dict(self.data.get("input") or {})
@@ -371,6 +394,7 @@ class _Builder:
     def _cache(self) -> CacheSpec:
         raw = {} if ("cache",) in self.broken else self.data.get("cache", {})
         folder = (Path(self.cache_dir).resolve() if self.cache_dir
-                  else self.dir / raw.get("dir", ".aidsafe-cache"))
+                  else self._confined(raw.get("dir", ".aidsafe-cache"), ("cache", "dir"),
+                                      "cache dir") or self.dir / ".aidsafe-cache")
         mode = "read_only" if self.offline else raw.get("mode", "read_write")
         return CacheSpec(dir=folder, mode=mode)

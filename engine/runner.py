@@ -99,7 +99,7 @@ def read_done(trace: Path) -> set[str]:
 class Runner:
     def __init__(self, workflow: Workflow, options: RunOptions):
         self.wf, self.opts = workflow, options
-        self.templates = Templates(workflow.file.resolve().parent)
+        self.templates = Templates(workflow.file.resolve().parent, workflow.template_dirs)
         self.state = RunState()
         self.files = RunFiles(options.run_dir, workflow, self.templates)
         self.kinds = {s.id: STAGES.get(s.kind) for s in workflow.stages}

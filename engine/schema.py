@@ -36,6 +36,9 @@ MODEL_COMMON = {
     "tokens_per_minute": {"type": "number", "exclusiveMinimum": 0},
     "timeout": {"type": "number", "exclusiveMinimum": 0},
     "retries": {"type": "integer", "minimum": 0},
+    "backoff": {"type": "number", "minimum": 0,
+                "description": "seconds before the first retry (full jitter, doubling, at "
+                               "most 30 s)"},
 }
 STAGE_COMMON = {
     "id": NAME,

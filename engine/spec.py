@@ -38,6 +38,7 @@ class ModelSpec:
     tokens_per_minute: float | None = None
     timeout: float = 120.0
     retries: int = 5
+    backoff: float = 0.5          # seconds: the first retry waits up to this, then doubling
     options: Mapping[str, Any] = field(default_factory=_empty)
 
 
@@ -91,3 +92,4 @@ class Workflow:
     cache: CacheSpec
     files: Mapping[str, str] = field(default_factory=_empty)  # every file the recipe read -> sha256
     fingerprint: str = ""   # what decides each item's record (see loader.fingerprint)
+    template_dirs: tuple[Path, ...] = ()    # --allow-root folders, searched for templates too

@@ -108,7 +108,7 @@ class LLMClient:
                 if not exc.retryable or attempt >= spec.retries:
                     raise
                 self.stats.retries += 1
-                await asyncio.sleep(backoff(attempt, exc.retry_after))
+                await asyncio.sleep(backoff(attempt, exc.retry_after, spec.backoff))
         raise AssertionError("unreachable")
 
     def _check_fatal(self, name: str, spec: ModelSpec, exc: LLMError, attempt: int) -> None:

@@ -324,9 +324,16 @@ def run_in_thread(config: FakeServerConfig | None = None
     thread.start()
     base_url = asyncio.run_coroutine_threadsafe(server.start(), loop).result(timeout=30)
 
+    async def shutdown() -> None:
+        await server.stop()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in pending:      # handlers still sleeping on latency when the test ended
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def stop() -> None:
         if not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=30)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=30)
             loop.close()

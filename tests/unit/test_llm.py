@@ -132,7 +132,7 @@ async def test_read_only_miss_raises_and_sends_nothing(tmp_path):
 
 
 async def test_retryable_errors_are_retried_then_succeed(tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after: 0)
+    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after, base=0.5: 0)
     script = [LLMError("HTTP 503", retryable=True, status=503),
               LLMError("HTTP 429", retryable=True, status=429, retry_after=0.0),
               chat_body("ok")]
@@ -163,7 +163,7 @@ async def test_a_wrong_key_model_or_url_stops_the_run_once(tmp_path, status):
 
 
 async def test_an_unreachable_server_at_start_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after: 0)
+    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after, base=0.5: 0)
     down = LLMError("cannot reach 127.0.0.1:9: refused", retryable=True, kind="unreachable")
     client, transport = client_with(tmp_path, [down], retries=10)
     with pytest.raises(RunError) as err:
@@ -173,7 +173,7 @@ async def test_an_unreachable_server_at_start_is_one_clear_error(tmp_path, monke
 
 
 async def test_a_server_that_answered_once_is_retried_when_it_drops(tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after: 0)
+    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after, base=0.5: 0)
     down = LLMError("cannot reach", retryable=True, kind="unreachable")
     client, transport = client_with(tmp_path, [chat_body("one"), down, down, down,
                                                chat_body("two")], retries=5)
@@ -184,7 +184,7 @@ async def test_a_server_that_answered_once_is_retried_when_it_drops(tmp_path, mo
 
 
 async def test_retries_give_up_after_the_budget(tmp_path, monkeypatch):
-    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after: 0)
+    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after, base=0.5: 0)
     client, transport = client_with(tmp_path, [LLMError("HTTP 500", retryable=True)],
                                     retries=2)
     with pytest.raises(LLMError):

@@ -97,3 +97,24 @@ def test_whole_expression_keeps_native_type(tmp_path):
     t = Templates(tmp_path)
     assert t.evaluate("{{ xs }}", {"xs": [1, 2]}, "f") == [1, 2]
     assert t.evaluate("n={{ xs|length }}", {"xs": [1, 2]}, "f") == "n=2"
+
+
+def test_allow_root_lets_a_recipe_read_outside_its_folder(tmp_path):
+    from engine.errors import RecipeError
+    from engine.loader import load_workflow
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "rows.jsonl").write_text('{"id": 1, "prompt": "hi"}\n')
+    (shared / "p.j2").write_text("{{ input.prompt }}")
+    recipe_dir = tmp_path / "recipe"
+    recipe_dir.mkdir()
+    recipe = recipe_dir / "r.yaml"
+    recipe.write_text("version: 1\nname: x\nmodels: {m: {provider: mock}}\n"
+                      "input: {path: ../shared/rows.jsonl}\n"
+                      "stages: [{id: a, kind: generate, model: m, prompt: p.j2}]\n")
+    with pytest.raises(RecipeError) as err:
+        load_workflow(recipe)
+    assert [p.message for p in err.value.problems] == [
+        "input file '../shared/rows.jsonl' is outside the recipe's folder",
+        "template 'p.j2' not found"]
+    assert load_workflow(recipe, allow_roots=(str(shared),)).input.path == shared / "rows.jsonl"
