@@ -46,6 +46,30 @@ def invalid_policy(raw: Mapping[str, Any], ctx: BuildContext) -> tuple[str, int]
     return mode, raw.get("max_attempts", default)
 
 
+CALL_KEYS = {"model": {"type": "string"}, "prompt": {"type": "string", "minLength": 1},
+             "prompt_text": {"type": "string"}, "system": {"type": "string", "minLength": 1},
+             "system_text": {"type": "string"}, "schema": {"type": "object"},
+             "params": {"type": "object"}}
+
+
+def build_ask(spec: Mapping[str, Any], defaults: Mapping[str, Any], ctx: BuildContext,
+              scope: Mapping[str, Any], schema: Mapping[str, Any] | None) -> Ask | None:
+    """One declared JSON call (an agent of `deliberate`, a step of `loop`): its own keys win
+    over the stage's defaults (system, schema, params, on_invalid, max_attempts)."""
+    model = ctx.model(spec["model"], "model")
+    source = spec if {"system", "system_text"} & set(spec) else {
+        **{k: defaults[k] for k in ("system", "system_text") if k in defaults}, **spec}
+    system = ctx.template(source, "system", "system_text", scope=scope, required=False)
+    prompt = ctx.template(spec, "prompt", "prompt_text", scope=scope)
+    on_invalid, attempts = invalid_policy(defaults, ctx)
+    if model is None or prompt is None:
+        return None
+    params = {**defaults.get("params", {}), **spec.get("params", {})}
+    return Ask(model=spec["model"], prompt=prompt, system=system, parse="json",
+               schema=spec.get("schema", defaults.get("schema", schema)),
+               params=params or None, max_attempts=attempts, on_invalid=on_invalid)
+
+
 def render_messages(ask: Ask, item: Item, extra: Mapping[str, Any]) -> tuple[dict, ...]:
     context = item.context(**extra)
     messages = []

@@ -27,7 +27,7 @@ def read_rows(spec: InputSpec, limit: int | None = None) -> Iterator[Row | Input
 
     A row that cannot be used is yielded as an InputError (that item fails, the run goes on);
     a file that cannot be read at all raises InputError."""
-    reader = {"jsonl": _jsonl, "json": _json, "csv": _csv}[spec.format]
+    reader = {"jsonl": _jsonl, "json": _json, "csv": _csv, "trace": _trace}[spec.format]
     limit = limit if limit is not None else spec.limit
     for index, (line, row) in enumerate(reader(spec)):
         if limit is not None and index >= limit:
@@ -69,6 +69,18 @@ def _json(spec: InputSpec) -> Iterator[tuple[int, Any]]:
     if not isinstance(data, list):
         raise InputError(f"{spec.display}: a .json input must be an array of objects")
     yield from ((i + 1, row) for i, row in enumerate(data))
+
+
+def _trace(spec: InputSpec) -> Iterator[tuple[int, Any]]:
+    """Another run's trace.jsonl: each row is the item's id, its input fields and every
+    stage's result by stage id (so a recipe can build on an earlier run)."""
+    for number, record in _jsonl(spec):
+        if isinstance(record, dict) and isinstance(record.get("stages"), dict):
+            values = {sid: st.get("value") for sid, st in record["stages"].items()}
+            yield number, {"id": record.get("id"), **record.get("input", {}), **values}
+        else:
+            yield number, record if isinstance(record, InputError) else InputError(
+                f"{spec.display}:{number}: not a trace record (no stages)")
 
 
 def _csv(spec: InputSpec) -> Iterator[tuple[int, Any]]:

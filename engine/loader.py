@@ -370,8 +370,12 @@ class _Builder:
                 ctx.error("only one trace output is allowed", "remove this one")
             self._check_output_path(path, paths, ctx)
             paths.add(path)
+            if "when" in raw:
+                if raw["format"] == "trace":
+                    ctx.error("the trace holds every item; it takes no `when`", "", "when")
+                self._check_when(raw["when"], ctx)
             outputs.append(OutputSpec(format=raw["format"], loc=ctx.loc(), path=path,
-                                      config=fmt.build(raw, ctx)))
+                                      config=fmt.build(raw, ctx), when=raw.get("when")))
         return tuple(outputs)
 
     @staticmethod

@@ -26,8 +26,8 @@ from .errors import ItemError
 from .loader import BuildContext
 from .registry import OUTPUTS
 from .schema import suggest
-from .spec import Workflow
-from .templates import Templates
+from .spec import OutputSpec, Workflow
+from .templates import Templates, truthy
 
 
 def dumps(record: Any) -> str:
@@ -172,6 +172,72 @@ class SftOutput:
                                         {"role": "assistant", "content": str(assistant)}]}
 
 
+@dataclass(frozen=True)
+class DpoConfig:
+    prompt: str
+    chosen: Mapping[str, str]       # {thoughts: template, response: template}
+    rejected: Mapping[str, str]
+    cot: str | None
+    style: str
+
+
+SIDE = {"type": "object", "additionalProperties": False, "required": ["thoughts", "response"],
+        "properties": {"thoughts": {"type": "string"}, "response": {"type": "string"}},
+        "description": "templates of the sample's thoughts (a list) and response"}
+
+
+class DpoOutput:
+    """Preference pairs in TRL's shape. `conversational`: `prompt` (the user message),
+    `chosen` and `rejected` (one assistant message each, the CoT then the response, laid out
+    by `cot` as in `sft`); `plain`: the same three fields as strings."""
+
+    default_path = "dpo.jsonl"
+    schema: dict[str, Any] = {"required": ["chosen", "rejected"], "properties": {
+        "prompt": COT_KEYS["prompt"], "chosen": SIDE, "rejected": SIDE,
+        "cot": {"type": "string", "description": "template of a sample; sees thoughts and "
+                "response"},
+        "style": {"enum": ["conversational", "plain"]}}}
+
+    @staticmethod
+    def build(raw: dict[str, Any], ctx: BuildContext) -> DpoConfig:
+        prompt = raw.get("prompt", "{{ input.prompt }}")
+        ctx.check_text(prompt, "prompt" if "prompt" in raw else ())
+        for side in ("chosen", "rejected"):
+            for key, text in raw[side].items():
+                ctx.check_text(text, side, key)
+        if "cot" in raw:
+            ctx.check_text(raw["cot"], "cot", scope={**ctx.scope, "thoughts": None,
+                                                     "response": None})
+        return DpoConfig(prompt, raw["chosen"], raw["rejected"], raw.get("cot"),
+                         raw.get("style", "conversational"))
+
+    @staticmethod
+    def render(config: DpoConfig, trace: dict[str, Any], workflow: Workflow,
+               templates: Templates) -> dict[str, Any]:
+        values = {sid: st.get("value") for sid, st in trace["stages"].items()}
+        context = template_context(workflow, trace["input"], values)
+        prompt = str(templates.evaluate(config.prompt, context, "output prompt"))
+        chosen, rejected = (_sample(side, config.cot, context, templates, name)
+                            for side, name in ((config.chosen, "chosen"),
+                                               (config.rejected, "rejected")))
+        if config.style == "plain":
+            return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        return {"prompt": [{"role": "user", "content": prompt}],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+
+
+def _sample(side: Mapping[str, str], cot: str | None, context: dict[str, Any],
+            templates: Templates, name: str) -> str:
+    thoughts = templates.evaluate(side["thoughts"], context, f"output {name} thoughts")
+    response = templates.evaluate(side["response"], context, f"output {name} response")
+    if not isinstance(thoughts, list) or not all(isinstance(t, str) for t in thoughts):
+        raise ItemError(f"{name} thoughts must be a list of strings", kind="bad_value")
+    return str(templates.evaluate(cot or DEFAULT_COT,
+                                  {**context, "thoughts": thoughts, "response": str(response)},
+                                  f"output {name} cot"))
+
+
 class RunFiles:
     """The open output files of a run; each item is appended whole and flushed."""
 
@@ -199,11 +265,18 @@ class RunFiles:
         then append; the trace line goes last, so an item counts as done only when whole."""
         records = [(spec.path, fmt.render(spec.config, trace, self.workflow, self.templates))
                    for spec, fmt in self.outputs
-                   if not (derived_only and spec.format == "trace")]
+                   if not (derived_only and spec.format == "trace") and self._wanted(spec, trace)]
         records.sort(key=lambda pair: pair[0] == self.trace_path)
         for path, record in records:
             if record is not None:
                 self._append(path, record)
+
+    def _wanted(self, spec: OutputSpec, trace: dict[str, Any]) -> bool:
+        if spec.when is None:
+            return True
+        values = {sid: st.get("value") for sid, st in trace["stages"].items()}
+        context = template_context(self.workflow, trace["input"], values)
+        return truthy(self.templates.evaluate(spec.when, context, f"output {spec.path} when"))
 
     def fail(self, record: dict[str, Any]) -> None:
         self._append("failures.jsonl", record)

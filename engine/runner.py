@@ -26,7 +26,7 @@ from .llm.client import LLMClient
 from .outputs import RunFiles
 from .registry import STAGES
 from .spec import StageSpec, Workflow
-from .templates import Templates
+from .templates import Templates, truthy
 
 RUN_FILES = ("manifest.json", "failures.jsonl", "local-server.log")
 
@@ -243,7 +243,7 @@ class Runner:
         if stage.when is not None:
             verdict = self.templates.evaluate(stage.when, item.context(),
                                               f"stage {stage.id!r} when")
-            if not _truthy(verdict):
+            if not truthy(verdict):
                 item.values[stage.id] = None
                 item.stages[stage.id] = {"skipped": True, "value": None}
                 return
@@ -288,12 +288,6 @@ async def _failed(error: InputError) -> dict[str, Any]:
 def _failure(item: Item, exc: ItemError) -> dict[str, Any]:
     return {"failure": {"id": item.id, "index": item.index, "stage": exc.stage,
                         "kind": exc.kind, "error": exc.message, "trace": item.trace()}}
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "0", "no", "none")
-    return bool(value)
 
 
 def _models_of(stage: StageSpec) -> list[str]:

@@ -74,7 +74,8 @@ BASE: dict[str, Any] = {
                                   "text": {"type": "string"}}},
         "input": {"type": "object", "additionalProperties": False, "required": ["path"],
                   "properties": {"path": {"type": "string", "minLength": 1},
-                                 "format": {"enum": ["jsonl", "json", "csv"]},
+                                 "format": {"enum": ["jsonl", "json", "csv", "trace"],
+                                            "description": "trace: another run's trace.jsonl"},
                                  "id_field": {"type": "string"},
                                  "limit": {"type": "integer", "minimum": 1}}},
         "cache": {"type": "object", "additionalProperties": False,
@@ -118,7 +119,8 @@ def build_schema() -> dict[str, Any]:
     defs["model"] = kinds(PROVIDERS, "provider", MODEL_COMMON, ["provider"])
     defs["stage"] = kinds(STAGES, "kind", STAGE_COMMON, ["id", "kind"])
     defs["output"] = kinds(OUTPUTS, "format", {"format": {"type": "string"},
-                                                "path": {"type": "string", "minLength": 1}},
+                                                "path": {"type": "string", "minLength": 1},
+                                                "when": {"type": "string"}},
                             ["format"])
     schema["$defs"] = defs
     return schema

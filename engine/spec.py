@@ -69,6 +69,7 @@ class OutputSpec:
     loc: Loc
     path: str
     config: Any = None
+    when: str | None = None        # write an item's record only when this is true
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .loader import BuildContext
 from .parsing import compiled, regex_problem
+from .registry import STOP_RULES
 
 
 @dataclass
@@ -36,6 +38,40 @@ class Turn:
     response: str
     new_thoughts: list[str] = field(default_factory=list)
     earlier_thoughts: list[str] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)   # a loop turn's step results
+
+
+def stop_schema() -> dict[str, Any]:
+    """A `stop:` list: one-key mappings, one per registered rule."""
+    rules = {name: rule.schema for name, rule in STOP_RULES}
+    return {"type": "array", "minItems": 1, "items": {
+        "type": "object", "minProperties": 1, "maxProperties": 1,
+        "additionalProperties": False, "properties": rules}}
+
+
+def build_stop(raw: list[dict], ctx: BuildContext) -> tuple[tuple[str, Any], ...]:
+    """The rules of a `stop:` list; at least one must bound the loop."""
+    rules = []
+    for i, entry in enumerate(raw):
+        (name, value), = entry.items()
+        rule = STOP_RULES.get(name)
+        problem = getattr(rule, "problem", lambda v: None)(value)
+        if problem:
+            ctx.error(f"stop rule {name}: {problem}", "fix the value", "stop", i, name)
+        rules.append((name, rule.build(value)))
+    if not any(STOP_RULES.get(name).bounds for name, _ in rules):
+        ctx.error("no stop rule bounds the loop", "add `- max_turns: 6` (the budget) or "
+                  "`- max_tokens: …`", "stop")
+    return tuple(rules)
+
+
+def first_fired(stop: tuple[tuple[str, Any], ...], turn: Turn) -> dict[str, str] | None:
+    """`{rule, reason}` of the first rule that fires after this turn, or None."""
+    for name, config in stop:
+        reason = STOP_RULES.get(name).check(config, turn)
+        if reason:
+            return {"rule": name, "reason": reason}
+    return None
 
 
 def similarity(a: str, b: str) -> float:
@@ -77,6 +113,48 @@ class Phrase:
     def check(config: str, turn: Turn) -> str | None:
         found = compiled(config).search(turn.raw)
         return f"{turn.agent} wrote {found.group(0)!r}" if found else None
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    step: str
+    field: str
+    at_least: float | None
+    at_most: float | None
+
+
+class Score:
+    """A judge's verdict ends the loop: `score: {step: verdict, field: violation,
+    at_least: 4}` fires when that step's parsed field reaches the threshold (`at_most` for a
+    score that must fall)."""
+
+    schema = {"type": "object", "additionalProperties": False, "required": ["step", "field"],
+              "properties": {"step": {"type": "string"}, "field": {"type": "string"},
+                             "at_least": {"type": "number"}, "at_most": {"type": "number"}}}
+    bounds = False
+
+    @staticmethod
+    def build(value: dict) -> ScoreConfig:
+        return ScoreConfig(value["step"], value["field"], value.get("at_least"),
+                           value.get("at_most"))
+
+    @staticmethod
+    def problem(value: dict) -> str | None:
+        if ("at_least" in value) == ("at_most" in value):
+            return "give exactly one of at_least and at_most"
+        return None
+
+    @staticmethod
+    def check(config: ScoreConfig, turn: Turn) -> str | None:
+        step = turn.values.get(config.step)
+        score = step.get(config.field) if isinstance(step, dict) else None
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            return None
+        hit = (score >= config.at_least if config.at_least is not None
+               else score <= config.at_most)
+        bound = (f">= {config.at_least}" if config.at_least is not None
+                 else f"<= {config.at_most}")
+        return f"{config.step}.{config.field} = {score:g} {bound}" if hit else None
 
 
 class _Budget:

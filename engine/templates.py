@@ -122,9 +122,12 @@ class Templates:
                             f"{exc.start}", "save the template as UTF-8")]
         problems = self._check_names(ref, ast, undeclared, scope, later)
         problems += self._check_filters(ref, ast)
+        # an included template also sees what this one `set` before including it
+        assigned = {n.name: None for n in ast.find_all(nodes.Name) if n.ctx == "store"}
         for included in meta.find_referenced_templates(ast):
             if included is not None:
-                problems += self.check(TemplateRef(ref.loc, name=included), scope, later)
+                problems += self.check(TemplateRef(ref.loc, name=included),
+                                       {**scope, **assigned}, later)
         return problems
 
     def check_text(self, text: str, loc: Loc, scope: Scope,
@@ -200,6 +203,13 @@ _JINJA_GLOBALS = frozenset(ImmutableSandboxedEnvironment().globals)
 def _tojson(value: Any, indent: int | None = None) -> str:
     """`tojson` without HTML escaping (prompts are not HTML)."""
     return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+def truthy(value: Any) -> bool:
+    """A condition's verdict: a rendered string such as "False" or "0" counts as false."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none")
+    return bool(value)
 
 
 def display_path(path: Path) -> str:

@@ -30,14 +30,13 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..calls import INVALID_KEYS, Ask, ask_model, invalid_policy
+from ..calls import CALL_KEYS, INVALID_KEYS, Ask, ask_model, build_ask
 from ..context import Item
 from ..errors import ItemError
 from ..loader import BuildContext
-from ..registry import STOP_RULES
 from ..schema import suggest
 from ..spec import StageSpec
-from ..stop_rules import Turn
+from ..stop_rules import Turn, build_stop, first_fired, stop_schema
 
 TEMPLATE = {"type": "string", "minLength": 1}
 TURN_SCHEMA = {
@@ -68,21 +67,15 @@ class DeliberateConfig:
 
 
 def _schema() -> dict[str, Any]:
-    rules = {name: rule.schema for name, rule in STOP_RULES}
     agent = {"type": "object", "additionalProperties": False, "required": ["name", "model"],
              "properties": {"name": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"},
-                            "model": {"type": "string"}, "prompt": TEMPLATE,
-                            "prompt_text": {"type": "string"}, "system": TEMPLATE,
-                            "system_text": {"type": "string"}, "schema": {"type": "object"},
-                            "params": {"type": "object"}}}
+                            **CALL_KEYS}}
     return {"required": ["agents", "stop"], "properties": {
         "init": {"type": "string"}, "agents": {"type": "array", "minItems": 1, "items": agent},
         "order": {"enum": ["round_robin", "random"]}, "seed": {"type": "integer"},
         "schema": {"type": "object"}, **INVALID_KEYS,
         "params": {"type": "object"}, "system": TEMPLATE, "system_text": {"type": "string"},
-        "stop": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "minProperties": 1, "maxProperties": 1,
-            "additionalProperties": False, "properties": rules}}}}
+        "stop": stop_schema()}}
 
 
 class Deliberate:
@@ -99,7 +92,7 @@ class Deliberate:
             if name in names[:i]:
                 ctx.error(f"agent name {name!r} is used twice", "give every agent its own name",
                           "agents", i, "name")
-        stop = _stop_rules(raw["stop"], ctx)
+        stop = build_stop(raw["stop"], ctx)
         _check_agreement(stop, agents, ctx)
         if len(agents) != len(raw["agents"]):
             return None
@@ -129,38 +122,11 @@ def _check_init(init: str, ctx: BuildContext) -> None:
 
 
 def _agent(raw: dict[str, Any], index: int, ctx: BuildContext) -> Agent | None:
-    spec = raw["agents"][index]
     sub = BuildContext(ctx.doc, ctx.path + ("agents", index), ctx.templates, ctx.models,
                        ctx.scope, ctx.later, ctx.problems, ctx.files)
-    scope = {**ctx.scope, **TURN_NAMES}
-    model = sub.model(spec["model"], "model")
-    defaults = {k: raw[k] for k in ("system", "system_text") if k in raw}
-    source = {**defaults, **spec} if not {"system", "system_text"} & set(spec) else spec
-    system = sub.template(source, "system", "system_text", scope=scope, required=False)
-    prompt = sub.template(spec, "prompt", "prompt_text", scope=scope)
-    if model is None or prompt is None:
-        return None
-    params = {**raw.get("params", {}), **spec.get("params", {})}
-    on_invalid, attempts = invalid_policy(raw, ctx)
-    ask = Ask(model=spec["model"], prompt=prompt, system=system, parse="json",
-              schema=spec.get("schema", raw.get("schema", TURN_SCHEMA)), params=params or None,
-              max_attempts=attempts, on_invalid=on_invalid)
-    return Agent(name=spec["name"], ask=ask)
-
-
-def _stop_rules(raw: list[dict], ctx: BuildContext) -> tuple[tuple[str, Any], ...]:
-    rules = []
-    for i, entry in enumerate(raw):
-        (name, value), = entry.items()
-        rule = STOP_RULES.get(name)
-        problem = getattr(rule, "problem", lambda v: None)(value)
-        if problem:
-            ctx.error(f"stop rule {name}: {problem}", "fix the pattern", "stop", i, name)
-        rules.append((name, rule.build(value)))
-    if not any(STOP_RULES.get(name).bounds for name, _ in rules):
-        ctx.error("no stop rule bounds the loop", "add `- max_turns: 6` (the deliberation "
-                  "budget) or `- max_tokens: …`", "stop")
-    return tuple(rules)
+    spec = raw["agents"][index]
+    ask = build_ask(spec, raw, sub, {**ctx.scope, **TURN_NAMES}, TURN_SCHEMA)
+    return Agent(name=spec["name"], ask=ask) if ask else None
 
 
 def _check_agreement(stop: tuple, agents: tuple[Agent, ...], ctx: BuildContext) -> None:
@@ -213,11 +179,10 @@ class _Loop:
             tokens += sum(c["prompt_tokens"] + c["completion_tokens"]
                           for c in self.calls[before:])
             turn = self.apply(agent, number, reply, tokens)
-            fired = next(((name, reason) for name, config in self.config.stop
-                          if (reason := STOP_RULES.get(name).check(config, turn))), None)
-        stopped = {"rule": fired[0], "reason": fired[1]}
+            fired = first_fired(self.config.stop, turn)
+        stopped = fired
         self.record.update(transcript=self.transcript, stopped_by=stopped,
-                           stats={"turns": number, f"stopped_by.{fired[0]}": 1})
+                           stats={"turns": number, f"stopped_by.{fired['rule']}": 1})
         return {"thoughts": [t["text"] for t in self.log], "thought_log": self.log,
                 "response": self.response, "turns": number, "stopped_by": stopped}
 

@@ -90,3 +90,26 @@ def test_aidsafe_recipe_runs_two_items_on_the_real_local_server(tmp_path):
     for failure in failures:
         assert failure["stage"] in ("intents", "seed", "deliberation", "refine")
         assert failure["error"]
+
+
+def test_dpo_recipe_runs_two_items_on_the_real_local_server(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("workflows/aidsafe-dpo.yaml", "--limit", "2", "--output-dir", str(out),
+                   "--cache-dir", str(tmp_path / "cache"), "--quiet",
+                   "--set", "stages.whisper.stop=[{score: {step: verdict, field: violation, "
+                   "at_least: 4}}, {max_turns: 2}]",
+                   "--set", "models.target.params.max_tokens=160")
+    traces = [json.loads(x) for x in (out / "trace.jsonl").read_text().splitlines()]
+    failures = [json.loads(x) for x in (out / "failures.jsonl").read_text().splitlines()]
+    assert proc.returncode == (1 if not traces else 0), proc.stderr
+    assert len(traces) + len(failures) == 2
+    pairs = [json.loads(x) for x in (out / "dpo.jsonl").read_text().splitlines()]
+    kept = [t for t in traces if t["stages"]["pair"]["value"]["kept"]]
+    assert len(pairs) == len(kept)
+    for trace in traces:
+        whisper = trace["stages"]["whisper"]
+        assert whisper["stopped_by"]["rule"] in ("score", "max_turns")
+        if not trace["stages"]["pair"]["value"]["kept"]:
+            assert trace["stages"]["pair"]["value"]["reasons"]
+    for pair in pairs:
+        assert list(pair) == ["prompt", "chosen", "rejected"]

@@ -24,7 +24,7 @@ def test_shipped_workflow_runs_on_mock(path, tmp_path):
     assert (state.done, state.failed) == (3, 0)
     for spec in wf.outputs:
         records = [json.loads(x) for x in (tmp_path / "run" / spec.path).read_text().splitlines()]
-        assert len(records) == 3, spec.path
+        assert len(records) == 3 or spec.when, spec.path   # `when` may skip items
 
 
 def test_aidsafe_and_zero_shot_write_the_same_dataset_shape(tmp_path):
