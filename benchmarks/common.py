@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +41,9 @@ class Figure:
         return "skipped" if self.value is None else f"{_fmt(self.value)} {self.unit}".strip()
 
     def goal(self) -> str:
-        return f"{'≤' if self.better == '<=' else '≥'} {_fmt(self.target)} {self.unit}".strip()
+        target = _fmt(self.target)
+        target = target.rstrip("0").rstrip(".") if "." in target else target
+        return f"{'≤' if self.better == '<=' else '≥'} {target} {self.unit}".strip()
 
     def verdict(self) -> str:
         return {True: "PASS", False: "FAIL", None: "skipped"}[self.passed]
@@ -115,7 +120,7 @@ def server_call(base_url: str, path: str, method: str = "GET") -> Any:
 class Stopwatch:
     """`with Stopwatch() as sw: ...` then `sw.seconds` (perf_counter wall time)."""
 
-    def __enter__(self) -> "Stopwatch":
+    def __enter__(self) -> Self:
         self.started = time.perf_counter()
         self.seconds = 0.0
         return self
@@ -128,3 +133,40 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds the whole machine has spent busy (all CPUs), from /proc/stat."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)        # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of every child it has reaped (and theirs)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@contextmanager
+def cpu_account() -> Iterator[dict[str, Any]]:
+    """Fills a dict with the CPU time the harness used and the CPU time other processes on
+    the machine used meanwhile (`foreign_cpu_s`): a figure measured while something else
+    loaded this 2-core machine is not comparable with its target."""
+    report: dict[str, Any] = {}
+    machine, own, started = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
+    try:
+        yield report
+    finally:
+        wall = time.perf_counter() - started
+        mine = _own_cpu_s() - own
+        report.update(wall_s=round(wall, 2), own_cpu_s=round(mine, 2))
+        now = _machine_busy_s()
+        if machine is not None and now is not None:
+            foreign = max(0.0, now - machine - mine)
+            report.update(foreign_cpu_s=round(foreign, 2),
+                          foreign_share=round(foreign / (wall * (os.cpu_count() or 1)), 3))

@@ -19,8 +19,16 @@ import aiohttp
 from engine.api import load_workflow, run
 from engine.runner import RunOptions
 
-from .common import Figure, Stopwatch, fake_server, median, say, server_call, write_jsonl, \
-    write_yaml
+from .common import (
+    Figure,
+    Stopwatch,
+    fake_server,
+    median,
+    say,
+    server_call,
+    write_jsonl,
+    write_yaml,
+)
 
 CONCURRENCY = 256
 LATENCY = 0.1
@@ -29,6 +37,7 @@ PARAMS = {"max_tokens": 16, "temperature": 0.0}
 
 
 def prompts(count: int) -> list[str]:
+    """One distinct prompt per call."""
     return [f"Request {i:06d}: summarise the safety policy on topic {i % 97}." for i in
             range(count)]
 
@@ -40,6 +49,7 @@ def bodies(texts: list[str]) -> list[dict[str, Any]]:
 
 
 def recipe(base_url: str) -> dict[str, Any]:
+    """One `generate` stage on an `openai` model at the fake server, cache off."""
     model = {"provider": "openai", "model": MODEL, "base_url": base_url, "params": PARAMS,
              "concurrency": CONCURRENCY, "timeout": 60, "retries": 0}
     return {"version": 1, "name": "bench-calls", "models": {"m": model},
@@ -56,15 +66,15 @@ async def floor_run(url: str, payloads: list[dict[str, Any]]) -> int:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         async def one(payload: dict[str, Any]) -> None:
             nonlocal ok
-            async with limit:
-                async with session.post(url, json=payload) as resp:
-                    body = await resp.json()
-                    ok += bool(body["choices"][0]["message"]["content"])
+            async with limit, session.post(url, json=payload) as resp:
+                body = await resp.json()
+                ok += bool(body["choices"][0]["message"]["content"])
         await asyncio.gather(*(one(p) for p in payloads))
     return ok
 
 
 def engine_run(recipe_path: Path, run_dir: Path) -> tuple[float, int]:
+    """The engine through its Python API; returns the wall of `run` and the items done."""
     workflow = load_workflow(recipe_path)
     with Stopwatch() as sw:
         state = run(workflow, RunOptions(run_dir=run_dir, fresh=True))
@@ -79,6 +89,7 @@ def _same_bodies(url: str, payloads: list[dict[str, Any]]) -> bool:
 
 
 def measure(calls: int, repeats: int) -> Figure:
+    """Floor and engine alternate `repeats` times against one fake-server process."""
     texts = prompts(calls)
     payloads = bodies(texts)
     engine_s: list[float] = []

@@ -31,6 +31,8 @@ LAUNCH = re.compile(STAMP + r" \w slot launch_slot_: id\s+(?P<slot>\d+) \| task 
 RELEASE = re.compile(STAMP + r" \w slot\s+release: id\s+(?P<slot>\d+) \| task (?P<task>-?\d+)")
 TOTAL = re.compile(r"total time =\s+(?P<ms>[\d.]+) ms")
 SLOTS = re.compile(r"n_slots = (?P<n>\d+)")
+PROMPT = re.compile(r"prompt eval time =\s+[\d.]+ ms /\s+(?P<n>\d+) tokens")
+GEN = re.compile(r"\|\s+eval time =\s+[\d.]+ ms /\s+(?P<n>\d+) tokens")
 
 
 def _seconds(match: re.Match) -> float:
@@ -68,7 +70,11 @@ def server_times(log: str) -> dict[str, Any]:
     spans = busy_intervals(log)
     totals = [float(m["ms"]) / 1000 for m in TOTAL.finditer(log)]
     slots = int(m["n"]) if (m := SLOTS.search(log)) else 4
-    return {"requests": len(totals), "slots": slots, "busy_s": union_length(spans),
+    busy = union_length(spans)
+    generated = sum(int(m["n"]) for m in GEN.finditer(log))
+    return {"requests": len(totals), "slots": slots, "busy_s": busy,
+            "prompt_tokens_evaluated": sum(int(m["n"]) for m in PROMPT.finditer(log)),
+            "generated_tokens": generated, "generated_per_busy_s": generated / busy if busy else 0,
             "sum_total_s": sum(totals), "sum_total_per_slot_s": sum(totals) / slots,
             "first_launch_s": spans[0][0] if spans else None,
             "last_release_s": spans[-1][1] if spans else None}
