@@ -48,7 +48,8 @@ class NearDuplicate:
                     calls: list, tags: dict) -> Verdict:
         verdict, kept = Verdict(), []
         for i, thought in enumerate(thoughts):
-            best = max(((similarity(thought, thoughts[j]), j) for j in kept), default=None)
+            best = max(((similarity(thought, thoughts[j], threshold), j) for j in kept),
+                       default=None)
             if best and best[0] >= threshold:
                 verdict.drops[i] = (f"near-duplicate of an earlier thought "
                                     f"(similarity {best[0]:.2f}): {thoughts[best[1]][:80]!r}")

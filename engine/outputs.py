@@ -15,7 +15,6 @@ A field that is a single `{{ expression }}` keeps its JSON type (a list stays a 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,12 @@ from typing import IO, Any, Mapping
 
 from .context import template_context
 from .errors import ItemError
+from .jsonio import dumps
 from .loader import BuildContext
 from .registry import OUTPUTS
 from .schema import suggest
 from .spec import OutputSpec, Workflow
 from .templates import Templates, truthy
-
-
-def dumps(record: Any) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 class TraceOutput:

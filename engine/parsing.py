@@ -77,14 +77,23 @@ def compiled(pattern: str, flags: int = 0) -> re.Pattern:
     return re.compile(pattern, flags)
 
 
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(json.loads(schema_json))
+_VALIDATORS: dict[int, tuple[Mapping[str, Any], jsonschema.Draft202012Validator]] = {}
+
+
+def _validator(schema: Mapping[str, Any]) -> jsonschema.Draft202012Validator:
+    """One compiled validator per schema object (schemas live in frozen recipe specs)."""
+    entry = _VALIDATORS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = (schema, jsonschema.Draft202012Validator(schema))
+        _VALIDATORS[id(schema)] = entry
+    return entry[1]
 
 
 def check_schema(value: Any, schema: Mapping[str, Any]) -> None:
     """Raise ParseError when a parsed value does not fit the stage's JSON schema."""
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = _validator(schema)
+    if validator.is_valid(value):
+        return
     error = jsonschema.exceptions.best_match(validator.iter_errors(value))
     if error is not None:
         where = "/".join(map(str, error.absolute_path)) or "reply"

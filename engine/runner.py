@@ -20,8 +20,10 @@ from typing import Any, Callable
 
 from .context import Item
 from .errors import ItemError, Loc, Problem, RecipeError, RunError
+from .jsonio import loads
 from .inputs import InputError, Row, read_rows
-from .llm.cache import CallCache
+from . import __version__
+from .llm.cache import CallCache, item_key
 from .llm.client import LLMClient
 from .outputs import RunFiles
 from .registry import STAGES
@@ -86,7 +88,7 @@ def read_done(trace: Path) -> set[str]:
             if not line.endswith(b"\n"):
                 break
             try:
-                done.add(_key(json.loads(line)["id"]))
+                done.add(_key(loads(line)["id"]))
             except (ValueError, KeyError, TypeError):
                 break
             good += len(line)
@@ -159,7 +161,7 @@ class Runner:
             return
         with trace.open(encoding="utf-8") as fh:
             for line in fh:
-                record = json.loads(line)
+                record = loads(line)
                 try:
                     self.files.write(record, derived_only=True)
                 except ItemError as exc:
@@ -205,7 +207,8 @@ class Runner:
                 else:
                     key = _key(row.id)
                     dup = key in seen
-                    seen.add(key)
+                    if self.wf.input.id_field:   # row numbers cannot repeat: keep no set
+                        seen.add(key)
                     if key in done and not dup:
                         continue
                     task = asyncio.ensure_future(self._item(row, llm, dup))
@@ -224,10 +227,18 @@ class Runner:
         if duplicate:
             return _failure(item, ItemError(f"id {row.id!r} appears twice in the input",
                                             stage="input", kind="duplicate_id"))
+        key = item_key(__version__, self.wf.fingerprint, row.row)
+        replay = llm.cache.get_item(key)
+        if replay is not None:
+            replay.update(id=row.id, index=row.index)
+            for record in replay["stages"].values():
+                llm.stats.replayed(record.get("calls", []))
+            return {"trace": replay}
         stage: StageSpec | None = None
         try:
             for stage in self.wf.stages:
                 await self.run_stage(stage, item)
+            llm.cache.put_item(key, item.trace())
             return {"trace": item.trace()}
         except ItemError as exc:
             exc.stage = exc.stage or (stage.id if stage else "")

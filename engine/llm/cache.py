@@ -8,7 +8,6 @@ identity. Values are JSON text (never pickle), so a shared cache folder cannot r
 from __future__ import annotations
 
 import hashlib
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
@@ -16,10 +15,20 @@ from typing import Any, Iterator
 import diskcache
 
 from ..errors import RunError
+from ..jsonio import canonical, dumps, loads
 from .types import Request, Response
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 MODES = ("read_write", "read_only", "write_only", "off")
+
+
+def item_key(version: str, fingerprint: str, row: Any) -> str:
+    """Key of a whole item's trace: the engine version, the recipe's fingerprint (everything
+    that decides a record) and the input row. A replay serves every call of the item in one
+    read; any change to the recipe, its templates or the engine misses, and then each call
+    is looked up on its own as usual."""
+    blob = canonical({"v": KEY_VERSION, "engine": version, "recipe": fingerprint, "row": row})
+    return hashlib.sha256(blob).hexdigest()
 
 
 def cache_key(provider: str, model: str, request: Request, extra: Any = None) -> str:
@@ -30,9 +39,7 @@ def cache_key(provider: str, model: str, request: Request, extra: Any = None) ->
                 "schema": request.schema, "sample": request.sample}
     if extra is not None:
         material["extra"] = extra
-    blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                      default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical(material)).hexdigest()
 
 
 class CallCache:
@@ -62,14 +69,13 @@ class CallCache:
         raw = self.store.get(key)
         if raw is None:
             return None
-        data = json.loads(raw)["response"]
+        data = loads(raw)["response"]
         return Response(cache_hit=True, **data)
 
     def put(self, key: str, provider: str, model: str, response: Response) -> None:
         if self.mode in ("off", "read_only"):
             return
-        value = json.dumps({"provider": provider, "model": model,
-                            "response": response.to_json()}, ensure_ascii=False)
+        value = dumps({"provider": provider, "model": model, "response": response.to_json()})
         try:
             self.store.set(key, value)
         except (OSError, sqlite3.Error) as exc:
@@ -80,17 +86,36 @@ class CallCache:
         for key in self.store.iterkeys():
             raw = self.store.get(key)
             if raw is not None:
-                yield key, json.loads(raw)
+                yield key, loads(raw)
+
+    def get_item(self, key: str) -> dict[str, Any] | None:
+        """A whole item's trace, stored after it finished (see `item_key`)."""
+        if self.mode in ("off", "write_only"):
+            return None
+        raw = self.store.get("item:" + key)
+        return loads(raw)["trace"] if raw is not None else None
+
+    def put_item(self, key: str, trace: dict[str, Any]) -> None:
+        if self.mode in ("off", "read_only"):
+            return
+        try:
+            self.store.set("item:" + key, dumps({"kind": "item", "trace": trace}))
+        except (OSError, sqlite3.Error) as exc:
+            raise RunError(f"cannot write to the cache at {self.folder}: {exc}",
+                           "free disk space or pass --cache-dir") from exc
 
     def stats(self) -> dict[str, Any]:
         per_model: dict[str, int] = {}
-        tokens = 0
+        tokens = items = 0
         for _, value in self.entries():
+            if value.get("kind") == "item":
+                items += 1
+                continue
             name = f"{value['provider']}:{value['model']}"
             per_model[name] = per_model.get(name, 0) + 1
             tokens += value["response"].get("completion_tokens", 0)
         return {"folder": str(self.folder), "entries": sum(per_model.values()),
-                "bytes": self.store.volume(), "per_model": per_model,
+                "items": items, "bytes": self.store.volume(), "per_model": per_model,
                 "completion_tokens": tokens}
 
     def clear(self) -> int:

@@ -27,6 +27,15 @@ class CallStats:
     completion_tokens: int = 0
     retries: int = 0
 
+    def replayed(self, calls: list[dict[str, Any]]) -> None:
+        """Count the calls of an item replayed whole from the cache."""
+        for call in calls:
+            call["cache_hit"] = True
+            self.calls += 1
+            self.cache_hits += 1
+            self.prompt_tokens += call.get("prompt_tokens", 0)
+            self.completion_tokens += call.get("completion_tokens", 0)
+
     def add(self, response: Response) -> None:
         self.calls += 1
         self.cache_hits += response.cache_hit

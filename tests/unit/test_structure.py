@@ -9,10 +9,10 @@ from engine.registry import ALL, Registry
 
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
 # Each module may import only from modules listed before it (DESIGN.md section 2).
-ORDER = ["errors", "spec", "registry", "source", "schema", "inputs", "templates", "loader",
+ORDER = ["errors", "jsonio", "spec", "registry", "source", "schema", "inputs", "templates", "loader",
          "llm", "context", "parsing", "calls", "stop_rules", "filters", "stages", "outputs",
          "runner", "api", "cli"]
-THIRD_PARTY_HOMES = {"aiohttp": {"llm.transport", "testing.fake_server"},
+THIRD_PARTY_HOMES = {"aiohttp": {"llm.transport", "testing.fake_server"}, "orjson": {"jsonio"},
                      "diskcache": {"llm.cache"}, "xllamacpp": {"llm.local_server"}}
 
 
