@@ -76,10 +76,6 @@ class BuildContext:
             p if p.loc.file == ref.loc.file else
             dataclasses.replace(p, hint=f"{p.hint} (used at {ref.loc})".strip())
             for p in problems)
-        if ref.name and not problems:
-            path = self.templates.path_of(ref.name)
-            if path:
-                self.files[str(path)] = file_hash(path)
 
     def check_text(self, text: str, *sub: Any, scope: Scope | None = None) -> None:
         self.problems.extend(self.templates.check_text(
@@ -200,6 +196,8 @@ class _Builder:
         cache = self._cache()
         if self.problems:
             raise RecipeError(self.problems)
+        for path in sorted(self.templates.used):   # included templates count too
+            self.files[str(path)] = file_hash(path)
         return Workflow(
             fingerprint=fingerprint(self.data, {k: v for k, v in self.files.items()
                                                 if k != str(self.file.resolve())}),
@@ -263,9 +261,11 @@ class _Builder:
 
     def _confined(self, rel: str, path: tuple, what: str) -> Path | None:
         """A recipe's path, resolved; None (and a problem) when it leaves the allowed folders:
-        the recipe's folder, any --allow-root, and the project's shipped examples."""
+        for reading, the recipe's folder, any --allow-root and the project's shipped examples;
+        for writing (the cache), the recipe's folder only."""
         target = (self.dir / rel).resolve()
-        if any(target.is_relative_to(root) for root in self.roots):
+        roots = (self.dir,) if what == "cache dir" else self.roots
+        if any(target.is_relative_to(root) for root in roots):
             return target
         hint = ("a recipe may only write inside its own folder: pick a folder there, or pass "
                 "--cache-dir DIR" if what == "cache dir" else

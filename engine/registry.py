@@ -10,7 +10,10 @@ Built-ins and plugins both register through the entry-point group named after th
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Generic, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -57,6 +60,22 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[tuple[str, T]]:
         self._load_plugins()
         return iter(sorted(self._items.items()))
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 of the engine's own source and the versions of installed plugins: whole-item
+    replays are only valid for the same code (single calls are keyed on what the model sees
+    and stay valid across code changes)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for group in sorted({r.group for r in ALL.values()}):
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            digest.update(f"{group}:{ep.name}={ep.value}@{dist.version if dist else ''}".encode())
+    return digest.hexdigest()
 
 
 STAGES: Registry = Registry("aidsafe.stages")        # stage kinds: generate, ...

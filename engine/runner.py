@@ -22,11 +22,10 @@ from .context import Item
 from .errors import ItemError, Loc, Problem, RecipeError, RunError
 from .jsonio import loads
 from .inputs import InputError, Row, read_rows
-from . import __version__
 from .llm.cache import CallCache, item_key
 from .llm.client import LLMClient
 from .outputs import RunFiles
-from .registry import STAGES
+from .registry import STAGES, code_version
 from .spec import StageSpec, Workflow
 from .templates import Templates, truthy
 
@@ -227,7 +226,7 @@ class Runner:
         if duplicate:
             return _failure(item, ItemError(f"id {row.id!r} appears twice in the input",
                                             stage="input", kind="duplicate_id"))
-        key = item_key(__version__, self.wf.fingerprint, row.row)
+        key = item_key(code_version(), self.wf.fingerprint, row.row)
         replay = llm.cache.get_item(key)
         if replay is not None:
             replay.update(id=row.id, index=row.index)

@@ -61,6 +61,7 @@ class Templates:
             trim_blocks=True, lstrip_blocks=True, autoescape=False)
         self.env.filters["tojson"] = _tojson
         self._compiled: dict[TemplateRef, jinja2.Template] = {}
+        self.used: set[Path] = set()     # every template file checked, includes too
         self._exprs: dict[str, Callable[..., Any]] = {}
 
     def path_of(self, name: str) -> Path | None:
@@ -106,8 +107,11 @@ class Templates:
               ) -> list[Problem]:
         """Compile a template and check every name it uses against `scope`."""
         try:
-            source = (self.env.loader.get_source(self.env, ref.name)[0] if ref.name
-                      else ref.text or "")
+            if ref.name:
+                source, filename, _ = self.env.loader.get_source(self.env, ref.name)
+                self.used.add(Path(filename))
+            else:
+                source = ref.text or ""
             ast = self.env.parse(source, name=ref.name)
             undeclared = meta.find_undeclared_variables(ast)  # compiles: unknown filters show
         except jinja2.TemplateNotFound:

@@ -22,12 +22,12 @@ KEY_VERSION = 2
 MODES = ("read_write", "read_only", "write_only", "off")
 
 
-def item_key(version: str, fingerprint: str, row: Any) -> str:
-    """Key of a whole item's trace: the engine version, the recipe's fingerprint (everything
-    that decides a record) and the input row. A replay serves every call of the item in one
+def item_key(code: str, fingerprint: str, row: Any) -> str:
+    """Key of a whole item's trace: the code that ran (engine source and plugin versions), the
+    recipe's fingerprint (everything that decides a record) and the input row. A replay serves every call of the item in one
     read; any change to the recipe, its templates or the engine misses, and then each call
     is looked up on its own as usual."""
-    blob = canonical({"v": KEY_VERSION, "engine": version, "recipe": fingerprint, "row": row})
+    blob = canonical({"v": KEY_VERSION, "code": code, "recipe": fingerprint, "row": row})
     return hashlib.sha256(blob).hexdigest()
 
 

@@ -125,7 +125,8 @@ class LLMClient:
         where = f"{spec.loc}: model {name!r} ({spec.provider}:{spec.model})"
         if exc.status in FATAL_STATUS:
             error = RunError(f"{where}: {exc.message}", exc.hint)
-        elif exc.kind == "unreachable" and name not in self._reached and attempt >= 2:
+        elif (exc.kind == "unreachable" and name not in self._reached
+              and attempt >= min(2, spec.retries)):
             error = RunError(f"{where}: {exc.message} — is the server running?",
                              "start the server, or check base_url")
         else:

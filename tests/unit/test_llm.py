@@ -241,3 +241,15 @@ async def test_local_provider_names_the_install_command_when_packages_are_missin
     assert "xllamacpp" in str(err.value) and "pip install" in str(err.value)
     assert "r.yaml:4:3" in str(err.value)
     await client.close()
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+async def test_unreachable_at_start_is_one_error_whatever_the_retries(tmp_path, monkeypatch,
+                                                                      retries):
+    monkeypatch.setattr("engine.llm.client.backoff", lambda attempt, after, base=0.5: 0)
+    down = LLMError("cannot reach 127.0.0.1:9: refused", retryable=True, kind="unreachable")
+    client, transport = client_with(tmp_path, [down], retries=retries)
+    with pytest.raises(RunError):
+        await client.complete("w", REQ)
+    assert len(transport.sent) == retries + 1
+    await client.close()

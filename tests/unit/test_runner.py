@@ -312,3 +312,22 @@ def test_on_invalid_fail_with_max_attempts_is_refused(tmp_path):
     with pytest.raises(RecipeError) as err:
         api.load_workflow(write_recipe(tmp_path, body))
     assert "max_attempts would never be used" in str(err.value)
+
+
+def test_editing_an_included_template_misses_the_item_replay(tmp_path):
+    (tmp_path / "main.j2").write_text('Q: {{ input.prompt }} {% include "_inc.j2" %}')
+    (tmp_path / "_inc.j2").write_text("PART-A")
+    body = """
+    models: {m: {provider: mock}}
+    stages: [{id: a, kind: generate, model: m, prompt: main.j2}]
+    """
+    recipe = write_recipe(tmp_path, body, rows=[{"id": "x", "prompt": "hello"}])
+    run(recipe, tmp_path)
+    (tmp_path / "_inc.j2").write_text("PART-B")
+    from engine.errors import RunError
+    with pytest.raises(RunError) as err:          # resuming would mix old and new records
+        run(recipe, tmp_path)
+    assert "_inc.j2" in str(err.value)
+    run(recipe, tmp_path, fresh=True)
+    call = lines(tmp_path / "run" / "trace.jsonl")[0]["stages"]["a"]["calls"][0]
+    assert call["messages"][0]["content"] == "Q: hello PART-B" and not call["cache_hit"]

@@ -118,3 +118,18 @@ def test_allow_root_lets_a_recipe_read_outside_its_folder(tmp_path):
         "input file '../shared/rows.jsonl' is outside the recipe's folder",
         "template 'p.j2' not found"]
     assert load_workflow(recipe, allow_roots=(str(shared),)).input.path == shared / "rows.jsonl"
+
+
+def test_a_cache_dir_may_not_go_to_an_allowed_root(tmp_path):
+    from engine.errors import RecipeError
+    from engine.loader import load_workflow
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    recipe = tmp_path / "recipe" / "r.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text("version: 1\nname: x\nmodels: {m: {provider: mock}}\n"
+                      "stages: [{id: a, kind: generate, model: m, prompt_text: hi}]\n"
+                      "cache: {dir: ../shared/cache}\n")
+    with pytest.raises(RecipeError) as err:
+        load_workflow(recipe, allow_roots=(str(shared),))
+    assert "cache dir '../shared/cache' is outside the recipe's folder" in str(err.value)
