@@ -37,6 +37,10 @@ class BuildContext:
     problems: list[Problem]
     files: dict[str, str]
 
+    def at(self, *sub: Any) -> "BuildContext":
+        """The same context for a part nested below this one (an agent, a step, a filter)."""
+        return dataclasses.replace(self, path=self.path + sub)
+
     def loc(self, *sub: Any, key: bool = False) -> Loc:
         return self.doc.loc(self.path + sub, key=key)
 

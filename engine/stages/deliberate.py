@@ -122,8 +122,7 @@ def _check_init(init: str, ctx: BuildContext) -> None:
 
 
 def _agent(raw: dict[str, Any], index: int, ctx: BuildContext) -> Agent | None:
-    sub = BuildContext(ctx.doc, ctx.path + ("agents", index), ctx.templates, ctx.models,
-                       ctx.scope, ctx.later, ctx.problems, ctx.files)
+    sub = ctx.at("agents", index)
     spec = raw["agents"][index]
     ask = build_ask(spec, raw, sub, {**ctx.scope, **TURN_NAMES}, TURN_SCHEMA)
     return Agent(name=spec["name"], ask=ask) if ask else None

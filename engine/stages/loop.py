@@ -65,8 +65,7 @@ class Loop:
         scope = {**ctx.scope, "turn": None, "history": None}
         steps = []
         for index, spec in enumerate(raw["steps"]):
-            sub = BuildContext(ctx.doc, ctx.path + ("steps", index), ctx.templates, ctx.models,
-                               ctx.scope, ctx.later, ctx.problems, ctx.files)
+            sub = ctx.at("steps", index)
             if spec["id"] in scope:
                 sub.error(f"step id {spec['id']!r} is already a name here",
                           "give the step another id", "id")

@@ -66,8 +66,7 @@ class Refine:
             ctx.check_text(raw["response"], "response")
         filters, names = [], []
         for i, spec in enumerate(raw["filters"]):
-            sub = BuildContext(ctx.doc, ctx.path + ("filters", i), ctx.templates, ctx.models,
-                               ctx.scope, ctx.later, ctx.problems, ctx.files)
+            sub = ctx.at("filters", i)
             name = spec.get("name", spec["kind"])
             if name in names:
                 sub.error(f"two filters are named {name!r}",
