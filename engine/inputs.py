@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .errors import AidsafeError
-from .spec import InputSpec
+from .spec import InputSpec, JoinSpec
 
 
 class InputError(AidsafeError):
@@ -27,12 +27,30 @@ def read_rows(spec: InputSpec, limit: int | None = None) -> Iterator[Row | Input
 
     A row that cannot be used is yielded as an InputError (that item fails, the run goes on);
     a file that cannot be read at all raises InputError."""
-    reader = {"jsonl": _jsonl, "json": _json, "csv": _csv, "trace": _trace}[spec.format]
     limit = limit if limit is not None else spec.limit
-    for index, (line, row) in enumerate(reader(spec)):
+    joined = _index(spec.join) if spec.join else None
+    for index, (line, row) in enumerate(READERS[spec.format](spec)):
         if limit is not None and index >= limit:
             return
+        if joined is not None and isinstance(row, dict):
+            row = _joined(spec, line, row, joined)
         yield _row(spec, index, line, row)
+
+
+def _index(join: JoinSpec) -> dict[str, Any]:
+    """The joined file, loaded whole, by its `on` field."""
+    spec = InputSpec(join.path, join.display, None, join.format)  # type: ignore[arg-type]
+    return {str(row.get(join.on)): row for _, row in READERS[join.format](spec)
+            if isinstance(row, dict)}
+
+
+def _joined(spec: InputSpec, line: int, row: dict, joined: dict[str, Any]) -> Any:
+    join = spec.join
+    match = joined.get(str(row.get(join.on)))
+    if match is None:
+        return InputError(f"{spec.display}:{line}: no row of {join.display} has "
+                          f"{join.on} = {str(row.get(join.on))[:60]!r}")
+    return {**row, join.name: match}
 
 
 def _row(spec: InputSpec, index: int, line: int, row: Any) -> Row | InputError:
@@ -92,3 +110,6 @@ def _csv(spec: InputSpec) -> Iterator[tuple[int, Any]]:
                                                   "more fields than the header")
             else:
                 yield reader.line_num, row
+
+
+READERS = {"jsonl": _jsonl, "json": _json, "csv": _csv, "trace": _trace}

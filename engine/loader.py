@@ -17,7 +17,7 @@ from .inputs import InputError, read_rows
 from .registry import OUTPUTS, PROVIDERS, STAGES
 from .schema import suggest, validate
 from .source import Document, load_value, load_yaml_file
-from .spec import CacheSpec, InputSpec, ModelSpec, OutputSpec, Policy, StageSpec, Workflow
+from .spec import CacheSpec, InputSpec, JoinSpec, ModelSpec, OutputSpec, Policy, StageSpec, Workflow
 from .templates import Scope, TemplateRef, Templates, display_path, file_hash
 
 SHIPPED_DATA = (Path(__file__).resolve().parent.parent / "examples",)
@@ -301,13 +301,22 @@ class _Builder:
                         "use a .jsonl, .json or .csv file, or set input.format")
             return None, None
         spec = InputSpec(path=target, display=raw["path"], loc=self.doc.loc(("input",)),
-                         format=fmt, id_field=raw.get("id_field"), limit=raw.get("limit"))
-        return spec, self._peek_fields(spec)
+                         format=fmt, id_field=raw.get("id_field"), limit=raw.get("limit"),
+                         join=self._join(raw["join"]) if "join" in raw else None)
+        keys = self._peek_fields(spec)
+        return spec, keys | {spec.join.name} if keys is not None and spec.join else keys
+
+    def _join(self, raw: dict[str, Any]) -> JoinSpec | None:
+        target = self._existing(raw["path"], ("input", "join", "path"), "joined file")
+        fmt = raw.get("format") or INPUT_FORMATS.get(Path(raw["path"]).suffix.lower(), "jsonl")
+        return JoinSpec(target, raw["path"], raw["on"], raw.get("as", "joined"), fmt) \
+            if target else None
 
     def _peek_fields(self, spec: InputSpec) -> frozenset[str] | None:
         """Field names of the first row, so templates can be checked against them."""
         try:
-            first = next(iter(read_rows(dataclasses.replace(spec, id_field=None))), None)
+            first = next(iter(read_rows(dataclasses.replace(spec, id_field=None, join=None))),
+                         None)
         except (InputError, OSError, UnicodeDecodeError) as exc:
             first = InputError(str(exc))
         if isinstance(first, InputError):

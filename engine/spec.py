@@ -43,6 +43,17 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class JoinSpec:
+    """`input.join`: each row gets the row of another file with the same `on` value."""
+
+    path: Path
+    display: str
+    on: str
+    name: str
+    format: str = "jsonl"
+
+
+@dataclass(frozen=True)
 class InputSpec:
     path: Path
     display: str
@@ -50,6 +61,7 @@ class InputSpec:
     format: str = "jsonl"
     id_field: str | None = None
     limit: int | None = None
+    join: JoinSpec | None = None
 
 
 @dataclass(frozen=True)
