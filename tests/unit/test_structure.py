@@ -11,9 +11,11 @@ ENGINE = Path(__file__).resolve().parents[2] / "engine"
 # Each module may import only from modules listed before it (DESIGN.md section 2).
 ORDER = ["errors", "jsonio", "spec", "registry", "source", "schema", "inputs", "templates", "loader",
          "llm", "context", "parsing", "calls", "stop_rules", "filters", "stages", "outputs",
-         "runner", "api", "cli"]
+         "runner", "report_plots", "report_page", "report", "api",
+         "cli"]
 THIRD_PARTY_HOMES = {"aiohttp": {"llm.transport", "testing.fake_server"}, "orjson": {"jsonio"},
-                     "diskcache": {"llm.cache"}, "xllamacpp": {"llm.local_server"}}
+                     "diskcache": {"llm.cache"}, "xllamacpp": {"llm.local_server"},
+                     "matplotlib": {"report_plots"}}
 
 
 def engine_modules():
