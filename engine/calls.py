@@ -70,6 +70,31 @@ def build_ask(spec: Mapping[str, Any], defaults: Mapping[str, Any], ctx: BuildCo
                params=params or None, max_attempts=attempts, on_invalid=on_invalid)
 
 
+JUDGE_KEYS = {"model": {"type": "string"},
+              "models": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+              "prompt": {"type": "string", "minLength": 1}, "prompt_text": {"type": "string"},
+              "system": {"type": "string", "minLength": 1}, "system_text": {"type": "string"},
+              "params": {"type": "object"}, **INVALID_KEYS}
+
+
+def judge_asks(raw: Mapping[str, Any], ctx: BuildContext, scope: Mapping[str, Any],
+               schema: Mapping[str, Any]) -> tuple[Ask, ...] | None:
+    """The same question for each judge model of `model: NAME` or `models: [NAME, …]`."""
+    names = raw.get("models") or ([raw["model"]] if "model" in raw else [])
+    if not names or ("model" in raw and "models" in raw):
+        ctx.error("give the judges as `model: NAME` or `models: [NAME, …]` (one of them)",
+                  "e.g. models: [judge_a, judge_b]")
+    system = ctx.template(raw, "system", "system_text", scope=scope, required=False)
+    prompt = ctx.template(raw, "prompt", "prompt_text", scope=scope)
+    known = [n for n in names if ctx.model(n, "models" if "models" in raw else "model")]
+    on_invalid, attempts = invalid_policy(raw, ctx)
+    if prompt is None or not names or len(known) != len(names):
+        return None
+    return tuple(Ask(model=name, prompt=prompt, system=system, parse="json", schema=schema,
+                     params=raw.get("params"), max_attempts=attempts, on_invalid=on_invalid)
+                 for name in names)
+
+
 def render_messages(ask: Ask, item: Item, extra: Mapping[str, Any]) -> tuple[dict, ...]:
     context = item.context(**extra)
     messages = []

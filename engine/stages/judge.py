@@ -20,17 +20,15 @@ rationale}}).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..calls import INVALID_KEYS, Ask, ask_model, invalid_policy
+from ..calls import JUDGE_KEYS, Ask, ask_model, judge_asks
 from ..context import Item
 from ..loader import BuildContext
 from ..spec import StageSpec
 
 RESULT = frozenset({"scores", "judges"})
-TEMPLATE = {"type": "string", "minLength": 1}
 
 
 @dataclass(frozen=True)
@@ -48,37 +46,21 @@ def reply_schema(scores: Mapping[str, tuple[int, int]]) -> dict[str, Any]:
 
 class Judge:
     schema: dict[str, Any] = {"required": ["scores"], "properties": {
-        "model": {"type": "string"},
-        "models": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-        "prompt": TEMPLATE, "prompt_text": {"type": "string"},
-        "system": TEMPLATE, "system_text": {"type": "string"},
+        **JUDGE_KEYS,
         "scores": {"type": "object", "minProperties": 1, "additionalProperties": {
             "type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "integer"},
-            "description": "[lowest, highest] of an integer scale"}},
-        "params": {"type": "object"}, **INVALID_KEYS}}
+            "description": "[lowest, highest] of an integer scale"}}}}
 
     @staticmethod
     def build(raw: dict[str, Any], ctx: BuildContext) -> JudgeConfig | None:
-        names = raw.get("models") or ([raw["model"]] if "model" in raw else [])
-        if not names or ("model" in raw and "models" in raw):
-            ctx.error("a judge needs `model: NAME` or `models: [NAME, …]` (one of them)",
-                      "e.g. models: [judge_a, judge_b]")
         scores = {name: (low, high) for name, (low, high) in raw["scores"].items()}
         for name, (low, high) in scores.items():
             if low >= high:
                 ctx.error(f"score {name!r}: the lowest must be below the highest",
                           "e.g. [1, 5]", "scores", name)
-        scope = {**ctx.scope, "scores": frozenset(scores)}
-        system = ctx.template(raw, "system", "system_text", scope=scope, required=False)
-        prompt = ctx.template(raw, "prompt", "prompt_text", scope=scope)
-        models = [n for n in names if ctx.model(n, "models" if "models" in raw else "model")]
-        on_invalid, attempts = invalid_policy(raw, ctx)
-        if prompt is None or len(models) != len(names):
-            return None
-        base = Ask(model=names[0], prompt=prompt, system=system, parse="json",
-                   schema=reply_schema(scores), params=raw.get("params"),
-                   max_attempts=attempts, on_invalid=on_invalid)
-        return JudgeConfig(tuple(dataclasses.replace(base, model=n) for n in names), scores)
+        asks = judge_asks(raw, ctx, {**ctx.scope, "scores": frozenset(scores)},
+                          reply_schema(scores))
+        return JudgeConfig(asks, scores) if asks else None
 
     @staticmethod
     def shape(config: JudgeConfig) -> frozenset[str]:

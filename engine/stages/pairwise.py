@@ -23,11 +23,10 @@ each "a", "b" or "tie"; `outcome` "win" (A both times), "loss" (B both times) or
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..calls import INVALID_KEYS, Ask, ask_model, invalid_policy
+from ..calls import JUDGE_KEYS, Ask, ask_model, judge_asks
 from ..context import Item
 from ..errors import ItemError
 from ..loader import BuildContext
@@ -50,33 +49,16 @@ class PairwiseConfig:
 
 class Pairwise:
     schema: dict[str, Any] = {"required": ["a", "b"], "properties": {
-        "model": {"type": "string"},
-        "models": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-        "prompt": {"type": "string", "minLength": 1}, "prompt_text": {"type": "string"},
-        "system": {"type": "string", "minLength": 1}, "system_text": {"type": "string"},
-        "a": SIDE, "b": SIDE, "params": {"type": "object"}, **INVALID_KEYS}}
+        **JUDGE_KEYS, "a": SIDE, "b": SIDE}}
 
     @staticmethod
     def build(raw: dict[str, Any], ctx: BuildContext) -> PairwiseConfig | None:
-        names = raw.get("models") or ([raw["model"]] if "model" in raw else [])
-        if not names or ("model" in raw and "models" in raw):
-            ctx.error("a pairwise stage needs `model: NAME` or `models: [NAME, …]` (one)",
-                      "e.g. models: [judge_a, judge_b]")
         for side in ("a", "b"):
             for key, text in raw[side].items():
                 ctx.check_text(text, side, key)
-        scope = {**ctx.scope, "first": frozenset({"thoughts", "response"}),
-                 "second": frozenset({"thoughts", "response"})}
-        system = ctx.template(raw, "system", "system_text", scope=scope, required=False)
-        prompt = ctx.template(raw, "prompt", "prompt_text", scope=scope)
-        models = [n for n in names if ctx.model(n, "models" if "models" in raw else "model")]
-        on_invalid, attempts = invalid_policy(raw, ctx)
-        if prompt is None or len(models) != len(names):
-            return None
-        base = Ask(model=names[0], prompt=prompt, system=system, parse="json", schema=REPLY,
-                   params=raw.get("params"), max_attempts=attempts, on_invalid=on_invalid)
-        return PairwiseConfig(tuple(dataclasses.replace(base, model=n) for n in names),
-                              raw["a"], raw["b"])
+        sample = frozenset({"thoughts", "response"})
+        asks = judge_asks(raw, ctx, {**ctx.scope, "first": sample, "second": sample}, REPLY)
+        return PairwiseConfig(asks, raw["a"], raw["b"]) if asks else None
 
     @staticmethod
     def shape(config: PairwiseConfig) -> frozenset[str]:
