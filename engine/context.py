@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .llm.client import LLMClient
-from .spec import Workflow
+from .spec import Policy, Workflow
 from .templates import Templates
 
 
 def template_context(workflow: Workflow, row: Mapping[str, Any], values: Mapping[str, Any]
                      ) -> dict[str, Any]:
     """`input`, `vars`, `policies` and every stage result so far, by stage id."""
-    return {"input": row, "vars": workflow.vars,
-            "policies": [{"id": p.id, "title": p.title, "text": p.text}
-                         for p in workflow.policies],
+    return {"input": row, "vars": workflow.vars, "policies": _policies(workflow.policies),
             **values}
+
+
+@functools.lru_cache(maxsize=16)
+def _policies(policies: tuple[Policy, ...]) -> list[dict[str, str]]:
+    """Built once per recipe, not per render (templates cannot change it: the sandbox is
+    immutable)."""
+    return [{"id": p.id, "title": p.title, "text": p.text} for p in policies]
 
 
 @dataclass

@@ -237,8 +237,9 @@ class Runner:
         try:
             for stage in self.wf.stages:
                 await self.run_stage(stage, item)
-            llm.cache.put_item(key, item.trace())
-            return {"trace": item.trace()}
+            trace = item.trace()
+            llm.cache.put_item(key, trace)
+            return {"trace": trace}
         except ItemError as exc:
             exc.stage = exc.stage or (stage.id if stage else "")
             return _failure(item, exc)
