@@ -171,9 +171,7 @@ class Runner:
     def _window(self) -> int:
         if self.opts.max_open:
             return self.opts.max_open
-        used = {m for s in self.wf.stages for m in _models_of(s)} or set(self.wf.models)
-        total = sum(self.opts.concurrency or self.wf.models[m].concurrency for m in used
-                    if m in self.wf.models)
+        total = sum(self.opts.concurrency or m.concurrency for m in self.wf.models.values())
         return max(16, 2 * total)
 
     async def _stream(self, llm: LLMClient, done: set[str]) -> None:
@@ -299,8 +297,3 @@ async def _failed(error: InputError) -> dict[str, Any]:
 def _failure(item: Item, exc: ItemError) -> dict[str, Any]:
     return {"failure": {"id": item.id, "index": item.index, "stage": exc.stage,
                         "kind": exc.kind, "error": exc.message, "trace": item.trace()}}
-
-
-def _models_of(stage: StageSpec) -> list[str]:
-    model = getattr(stage.config, "model", None)
-    return [model] if isinstance(model, str) else []
